@@ -1,0 +1,222 @@
+"""The command line: a thin shell over `adapter.pipeline` (contract §6).
+
+Exit statuses: 0 no error finding, 1 written but held, 2 input or usage error, 3 internal error,
+4 FHIR server error. Errors go to standard error as an OperationOutcome, never as a traceback
+(set FACET_ADAPTER_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import orjson
+
+from .errors import EXIT_INPUT, EXIT_INTERNAL, AdapterError, UsageError
+
+_DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+
+def _emit_error(outcome: dict[str, Any], code: int) -> NoReturn:
+    sys.stderr.buffer.write(orjson.dumps(outcome, option=_DUMP))
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def _fail(error: AdapterError) -> NoReturn:
+    _emit_error(error.to_operation_outcome(), error.exit_code)
+
+
+def _read_input(source: str, max_bytes: int) -> tuple[bytes, str]:
+    if source == "-":
+        raw = sys.stdin.buffer.read(max_bytes + 1)
+        return raw, "standard input"
+    path = Path(source)
+    try:
+        if path.is_dir():
+            raise UsageError(f"{source} is a directory, not an input file.")
+        with path.open("rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise UsageError(f"Input file {source} does not exist.") from None
+    except PermissionError:
+        raise UsageError(f"Input file {source} cannot be read (permission denied).") from None
+    except OSError as exc:
+        raise UsageError(f"Input file {source} cannot be read ({exc.strerror}).") from None
+    return raw, path.name
+
+
+def _options(payer: str | None, use: str, pos: str | None, prior_auth: str | None, max_input_mb: float) -> Any:
+    from .pipeline import Options
+
+    if max_input_mb <= 0:
+        raise UsageError("--max-input-mb must be positive.")
+    return Options(
+        payer=payer.lower() if payer else None,
+        use=use,  # type: ignore[arg-type]
+        pos=pos,
+        prior_auth=prior_auth or None,
+        max_input_bytes=int(max_input_mb * 1024 * 1024),
+    )
+
+
+def _run(source: str, options: Any) -> Any:
+    from .pipeline import process, validate_options
+
+    validate_options(options)
+    raw, name = _read_input(source, options.max_input_bytes)
+    return process(raw, options, name=name)
+
+
+_common = [
+    click.argument("source", metavar="INPUT"),
+    click.option("--payer", help="Payer profile (rule pack), e.g. medicare, commercial. Default: from the Coverage."),
+    click.option("--use", type=click.Choice(["claim", "preauthorization"]), default="claim", show_default=True),
+    click.option("--pos", help="CMS place-of-service code (two digits). Default: from the encounter's location."),
+    click.option("--prior-auth", help="Prior authorization number on record for this session."),
+    click.option("--max-input-mb", type=float, default=64.0, show_default=True, help="Refuse larger inputs."),
+]
+
+
+def _with_common(function: Any) -> Any:
+    for decorator in reversed(_common):
+        function = decorator(function)
+    return function
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="facet-adapter")
+def cli() -> None:
+    """Code and check facet joint interventions from FHIR R4 input, and write Claim Bundles."""
+
+
+@cli.command()
+@_with_common
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), help="Write the Bundle here, not stdout.")
+def claim(
+    source: str,
+    payer: str | None,
+    use: str,
+    pos: str | None,
+    prior_auth: str | None,
+    max_input_mb: float,
+    output: str | None,
+) -> None:
+    """Write the Claim Bundle (or PAS request Bundle) for the latest session in INPUT."""
+    from .report import claim_summary
+
+    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
+    payload = orjson.dumps(result.bundle, option=_DUMP)
+    if output:
+        target = Path(output)
+        temporary = target.with_name(f".{target.name}.partial")
+        try:
+            temporary.write_bytes(payload)
+            temporary.replace(target)
+        except OSError as exc:
+            raise UsageError(f"Cannot write {output} ({exc.strerror}).") from None
+    else:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+    sys.stderr.write(claim_summary(result))
+    raise SystemExit(result.exit_code)
+
+
+@cli.command()
+@_with_common
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="text: a review table; json: an OperationOutcome. Default: text on a terminal, else json.",
+)
+def check(
+    source: str,
+    payer: str | None,
+    use: str,
+    pos: str | None,
+    prior_auth: str | None,
+    max_input_mb: float,
+    output_format: str | None,
+) -> None:
+    """Print the findings for the latest session in INPUT."""
+    from .report import review_text
+
+    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
+    chosen = output_format or ("text" if sys.stdout.isatty() else "json")
+    if chosen == "json":
+        sys.stdout.buffer.write(orjson.dumps(result.outcome(), option=_DUMP))
+    else:
+        sys.stdout.write(review_text(result))
+    sys.stdout.flush()
+    raise SystemExit(result.exit_code)
+
+
+@cli.command()
+@click.option("--payer", help="Payer profile to list. Default: every profile.")
+@click.option("--format", "output_format", type=click.Choice(["text", "markdown"]), default="text")
+def rules(payer: str | None, output_format: str) -> None:
+    """List a rule pack's rules: id, version, severity, CARC and citation."""
+    from .docs import rules_markdown
+    from .packs import available_packs, load_pack
+    from .report import rules_text
+
+    names = [payer.lower()] if payer else available_packs()
+    packs = [load_pack(name) for name in names]
+    if output_format == "markdown":
+        sys.stdout.write(rules_markdown(packs))
+    else:
+        sys.stdout.write("\n".join(rules_text(pack) for pack in packs))
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("FACET_ADAPTER_LOG", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        cli.main(args=argv, prog_name="facet-adapter", standalone_mode=False)
+    except SystemExit:
+        raise
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        _fail(UsageError(exc.format_message()))
+    except AdapterError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        raise SystemExit(EXIT_INPUT) from None
+    except Exception as exc:  # a bug: report it without a traceback unless asked
+        if os.environ.get("FACET_ADAPTER_DEBUG"):
+            traceback.print_exc()
+        _emit_error(
+            {
+                "resourceType": "OperationOutcome",
+                "issue": [
+                    {
+                        "severity": "fatal",
+                        "code": "exception",
+                        "details": {
+                            "text": f"Internal error ({type(exc).__name__}); this is a bug in facet-adapter. "
+                            "Run with FACET_ADAPTER_DEBUG=1 for details."
+                        },
+                    }
+                ],
+            },
+            EXIT_INTERNAL,
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,342 @@
+"""Code: a session of the coding model → claim lines (contract §3).
+
+Entry point: `code_session(session, billing)`. The coding table, the thoraco-lumbar rule and
+the bilateral formats are data (mappings/cpt.toml, the pack's [billing]); this module only
+orders the levels and walks the table.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from .data import load_toml
+from .errors import RulePackError
+from .model import ClaimLine, FacetProcedure, Family, Level, LineLevel, Session
+from .packs import Billing
+from .spine import Region, Side, spine, union_side
+from .wording import Intent
+
+_SIDE_MODIFIER = {"left": "LT", "right": "RT"}
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    first: str
+    second: str
+    further: str
+    further_once_per_day: bool
+    junction: str | None = None  # thoraco-lumbar tables only
+
+
+@dataclass(frozen=True, slots=True)
+class CodingTables:
+    version: str
+    tables: dict[tuple[Region, Family, bool], Table]
+    thoraco_lumbar: dict[tuple[Family, bool], Table]
+    modifier_systems: dict[str, str]
+    descriptions: dict[str, str]
+
+
+@cache
+def coding_tables() -> CodingTables:
+    raw = load_toml("cpt.toml")
+    try:
+        tables = {
+            (row["region"], row["family"], bool(row["ultrasound"])): Table(
+                row["first"], row["second"], row["further"], bool(row["further_once_per_day"])
+            )
+            for row in raw["tables"]
+        }
+        thoraco_lumbar = {
+            (row["family"], bool(row["ultrasound"])): Table(
+                row["junction"],
+                row["partner"],
+                row["further"],
+                bool(row["further_once_per_day"]),
+                row["junction"],
+            )
+            for row in raw["thoraco_lumbar"]
+        }
+        descriptions = {str(code): str(row["description"]) for code, row in raw["codes"].items()}
+        for table in [*tables.values(), *thoraco_lumbar.values()]:
+            for code in (table.first, table.second, table.further):
+                if code not in descriptions:
+                    raise RulePackError(f"cpt.toml: table code {code} is not described under [codes].")
+        return CodingTables(
+            version=str(raw["version"]),
+            tables=tables,
+            thoraco_lumbar=thoraco_lumbar,
+            modifier_systems={str(k): str(v) for k, v in raw["modifier_systems"].items()},
+            descriptions=descriptions,
+        )
+    except (KeyError, TypeError) as exc:
+        raise RulePackError(f"cpt.toml is malformed: missing {exc}") from exc
+
+
+@dataclass(slots=True)
+class GroupLevel:
+    level: Level
+    sides: set[Side]
+    procedures: list[FacetProcedure]
+
+    @property
+    def side(self) -> Side | None:
+        return union_side(self.sides)
+
+    @property
+    def intent(self) -> Intent | None:
+        intents = {p.intent for p in self.procedures}
+        if "diagnostic" in intents:
+            return "diagnostic"
+        if "therapeutic" in intents:
+            return "therapeutic"
+        return None
+
+
+@dataclass(slots=True)
+class Group:
+    """Levels of one session that share a coding table: region, family, and ultrasound or not."""
+
+    region: Region
+    family: Family
+    ultrasound: bool
+    thoraco_lumbar: bool
+    levels: list[GroupLevel]
+    procedures: list[FacetProcedure]
+
+    @property
+    def label(self) -> str:
+        kind = "RFA" if self.family == "ablation" else "injection"
+        extra = ", ultrasound-guided" if self.ultrasound else ""
+        junction = ", thoraco-lumbar" if self.thoraco_lumbar else ""
+        return f"{self.region} {kind}{extra}{junction}"
+
+
+@dataclass(slots=True)
+class Correction:
+    group: Group
+    input_codes: list[str]
+    derived_codes: list[str]
+
+    @property
+    def removed(self) -> list[str]:
+        return sorted((Counter(self.input_codes) - Counter(self.derived_codes)).elements())
+
+    @property
+    def added(self) -> list[str]:
+        return sorted((Counter(self.derived_codes) - Counter(self.input_codes)).elements())
+
+
+@dataclass(slots=True)
+class Coding:
+    lines: list[ClaimLine] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+    corrections: list[Correction] = field(default_factory=list)
+
+
+def code_session(session: Session, billing: Billing) -> Coding:
+    coding = Coding()
+    coding.groups = group_levels(session.procedures)
+    for group in coding.groups:
+        assigned = _assign_codes(group)
+        coding.lines.extend(_lines(group, assigned, billing))
+        correction = _correction(group, assigned, coding.groups)
+        if correction is not None:
+            coding.corrections.append(correction)
+    return coding
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def group_levels(procedures: list[FacetProcedure]) -> list[Group]:
+    """Merge the session's levels by joint and split them into coding groups."""
+    merged: dict[tuple[Family, bool], dict[Any, GroupLevel]] = {}
+    for proc in procedures:
+        ultrasound = proc.family == "injection" and proc.guidance == "ultrasound"
+        bucket = merged.setdefault((proc.family, ultrasound), {})
+        for finding in proc.levels:
+            key = finding.level.joint or (finding.level.region, finding.level.ordinal)
+            entry = bucket.get(key)
+            if entry is None:
+                bucket[key] = GroupLevel(finding.level, set(finding.sides), [proc])
+            else:
+                entry.sides |= finding.sides
+                if proc not in entry.procedures:
+                    entry.procedures.append(proc)
+
+    table = spine()
+    groups: list[Group] = []
+    for (family, ultrasound), levels in merged.items():
+        joints = {key for key in levels if isinstance(key, str)}
+        junction_joins = table.junction in joints and table.partner in joints
+        by_region: dict[Region, list[GroupLevel]] = {}
+        for key, entry in levels.items():
+            # T12-L1 with L1-L2 is one lumbar session (mappings/spine.toml [thoraco_lumbar]).
+            region: Region = "lumbar-sacral" if key == table.junction and junction_joins else entry.level.region
+            by_region.setdefault(region, []).append(entry)
+        for region, entries in sorted(by_region.items()):
+            procs: list[FacetProcedure] = []
+            for entry in entries:
+                procs.extend(p for p in entry.procedures if p not in procs)
+            groups.append(
+                Group(
+                    region=region,
+                    family=family,
+                    ultrasound=ultrasound,
+                    thoraco_lumbar=region == "lumbar-sacral" and junction_joins,
+                    levels=_order(entries),
+                    procedures=procs,
+                )
+            )
+    groups.sort(key=lambda g: (g.region != "lumbar-sacral", g.family, g.ultrasound))
+    return groups
+
+
+def _order(entries: list[GroupLevel]) -> list[GroupLevel]:
+    """Bilateral levels first, then caudal to cranial; unnamed levels keep their CPT order."""
+
+    def key(entry: GroupLevel) -> tuple[int, int, int]:
+        named = entry.level.joint is not None
+        caudal_first = -entry.level.ordinal if named else entry.level.ordinal
+        return (0 if entry.side == "bilateral" else 1, 0 if named else 1, caudal_first)
+
+    return sorted(entries, key=key)
+
+
+# --------------------------------------------------------------------------- codes and lines
+
+
+@dataclass(slots=True)
+class Assigned:
+    code: str
+    levels: list[GroupLevel]
+    per_level_quantity: bool  # RFA add-ons: the quantity counts the joints
+
+
+def _assign_codes(group: Group) -> list[Assigned]:
+    tables = coding_tables()
+    table_key = (group.family, group.ultrasound)
+    junction = spine().junction
+    if group.thoraco_lumbar and table_key in tables.thoraco_lumbar:
+        table = tables.thoraco_lumbar[table_key]
+        first = [e for e in group.levels if e.level.joint == junction]
+        second = [e for e in group.levels if e.level.joint == spine().partner]
+        rest = [e for e in group.levels if e not in first and e not in second]
+    else:
+        table = tables.tables[(group.region, group.family, group.ultrasound)]
+        first, second, rest = group.levels[:1], group.levels[1:2], group.levels[2:]
+    assigned: list[Assigned] = [Assigned(table.first, first, False)] if first else []
+    if table.further_once_per_day:
+        if second:
+            assigned.append(Assigned(table.second, second, False))
+        if rest:
+            assigned.append(Assigned(table.further, rest, False))
+    elif second or rest:
+        if table.second == table.further:
+            assigned.append(Assigned(table.second, second + rest, True))
+        else:
+            assigned.append(Assigned(table.second, second, True))
+            if rest:
+                assigned.append(Assigned(table.further, rest, True))
+    return assigned
+
+
+def _lines(group: Group, assigned: list[Assigned], billing: Billing) -> list[ClaimLine]:
+    lines: list[ClaimLine] = []
+    for item in assigned:
+        if item.per_level_quantity:
+            by_side: dict[Side | None, list[GroupLevel]] = {}
+            for entry in item.levels:
+                by_side.setdefault(entry.side, []).append(entry)
+            for side, entries in by_side.items():
+                lines.extend(_format(group, item.code, entries, side, len(entries), billing))
+        else:
+            side = union_side({s for entry in item.levels if (s := entry.side) is not None})
+            lines.extend(_format(group, item.code, item.levels, side, 1, billing))
+    return lines
+
+
+def _format(
+    group: Group, code: str, levels: list[GroupLevel], side: Side | None, quantity: int, billing: Billing
+) -> list[ClaimLine]:
+    intents = {entry.intent for entry in levels}
+    intent: Intent | None = (
+        "diagnostic" if "diagnostic" in intents else ("therapeutic" if "therapeutic" in intents else None)
+    )
+    extra = (
+        ["KX"] if billing.kx_on_diagnostic_injections and group.family == "injection" and intent == "diagnostic" else []
+    )
+    if side == "bilateral" and billing.bilateral == "rt-lt":
+        variants: list[tuple[list[str], Side | None]] = [(["RT"], "right"), (["LT"], "left")]
+    elif side == "bilateral":
+        variants = [(["50"], "bilateral")]
+    elif side in _SIDE_MODIFIER:
+        variants = [([_SIDE_MODIFIER[side]], side)]
+    else:
+        variants = [([], None)]
+    keys: list[str] = []
+    for entry in levels:
+        keys.extend(p.key for p in entry.procedures if p.key not in keys)
+    position = _rationale(group, code)
+    return [
+        ClaimLine(
+            code=code,
+            modifiers=modifiers + extra,
+            quantity=quantity,
+            levels=[LineLevel(entry.level, entry.side) for entry in levels],
+            side=line_side,
+            region=group.region,
+            family=group.family,
+            intent=intent,
+            procedure_keys=keys,
+            rationale=position,
+        )
+        for modifiers, line_side in variants
+    ]
+
+
+def _rationale(group: Group, code: str) -> str:
+    description = coding_tables().descriptions.get(code, code)
+    return f"{code}: {description} (group: {group.label}; mappings/cpt.toml {coding_tables().version})"
+
+
+# --------------------------------------------------------------------------- input corrections
+
+
+def _correction(group: Group, assigned: list[Assigned], all_groups: list[Group]) -> Correction | None:
+    derived: list[str] = []
+    for item in assigned:
+        derived.extend([item.code] * (len(item.levels) if item.per_level_quantity else 1))
+    facet_codes = coding_tables().descriptions
+    seen: set[tuple[str, frozenset[Any]]] = set()
+    input_codes: list[str] = []
+    for proc in group.procedures:
+        levels_here = frozenset(
+            entry.level.joint or (entry.level.region, entry.level.ordinal)
+            for entry in group.levels
+            if proc in entry.procedures
+        )
+        for code in proc.cpt_codes:
+            if code not in facet_codes or (code, levels_here) in seen:
+                continue
+            if not _counts_in(code, proc, group, all_groups):
+                continue
+            seen.add((code, levels_here))
+            input_codes.append(code)
+    if not input_codes or Counter(input_codes) == Counter(derived):
+        return None
+    return Correction(group=group, input_codes=sorted(input_codes), derived_codes=sorted(derived))
+
+
+def _counts_in(code: str, proc: FacetProcedure, group: Group, all_groups: list[Group]) -> bool:
+    """An input code is compared in the group of its own table when its procedure spans several."""
+    own_groups = [g for g in all_groups if proc in g.procedures]
+    if len(own_groups) <= 1:
+        return True
+    row = load_toml("cpt.toml")["codes"][code]
+    matching = [g for g in own_groups if g.family == row["family"] and (g.region == row["region"] or g.thoraco_lumbar)]
+    return group is (matching[0] if matching else own_groups[0])

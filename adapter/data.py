@@ -1,0 +1,38 @@
+"""Where the data tables live and how they are loaded.
+
+The tables sit in the top-level `mappings/` folder of a source checkout (and of an editable
+install); a wheel carries the same folder inside the package as `adapter/mappings`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .errors import RulePackError
+
+
+@cache
+def mappings_dir() -> Path:
+    packaged = Path(__file__).resolve().parent / "mappings"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parent.parent / "mappings"
+    if checkout.is_dir():
+        return checkout
+    raise RulePackError(f"The adapter's data tables were not found (looked in {packaged} and {checkout}).")
+
+
+@cache
+def load_toml(relative: str) -> dict[str, Any]:
+    """Parse one TOML table from mappings/. Cached: tables are read once per process."""
+    path = mappings_dir() / relative
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise RulePackError(f"Data table mappings/{relative} is missing.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RulePackError(f"Data table mappings/{relative} is not valid TOML: {exc}") from exc

@@ -1,0 +1,140 @@
+"""Small, defensive accessors for FHIR JSON dicts.
+
+Input is untrusted: any element may have the wrong JSON type. These helpers return an empty
+value instead of raising, so the reader never crashes on odd input (structure errors in the
+resources the adapter uses are reported by the R4 schema check before reading).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+HCPCS_HTTPS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+CPT_LIKE_SYSTEMS = frozenset(
+    {CPT, HCPCS, HCPCS_HTTPS, "urn:oid:2.16.840.1.113883.6.12", "urn:oid:2.16.840.1.113883.6.285"}
+)
+SNOMED = "http://snomed.info/sct"
+LOINC = "http://loinc.org"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10CM_LIKE = frozenset({ICD10CM, "urn:oid:2.16.840.1.113883.6.90"})
+POS_SYSTEM = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
+POS_LIKE = frozenset(
+    {POS_SYSTEM, "http://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"}
+)
+
+_DATE_PREFIX = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
+
+
+def as_list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    if value is None:
+        return []
+    return [value]
+
+
+def dicts(value: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(index, item) for the dict items of a list element."""
+    for index, item in enumerate(as_list(value)):
+        if isinstance(item, dict):
+            yield index, item
+
+
+def get_str(obj: Any, key: str) -> str | None:
+    if isinstance(obj, Mapping):
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def get_dict(obj: Any, key: str) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        value = obj.get(key)
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def codings(concept: Any) -> Iterator[tuple[int, str | None, str | None, str | None]]:
+    """(index, system, code, display) of a CodeableConcept's codings."""
+    source = concept if isinstance(concept, dict) else {}
+    for index, coding in dicts(source.get("coding")):
+        yield index, get_str(coding, "system"), get_str(coding, "code"), get_str(coding, "display")
+
+
+def concept_text(concept: Any) -> str | None:
+    return get_str(concept, "text")
+
+
+def concept_words(concept: Any) -> str | None:
+    """The text of a concept, else the displays of its codings."""
+    text = concept_text(concept)
+    if text:
+        return text
+    displays = [display for _, _, _, display in codings(concept) if display]
+    return "; ".join(displays) if displays else None
+
+
+def has_code(concept: Any, systems: frozenset[str] | set[str], code: str) -> bool:
+    return any(system in systems and value == code for _, system, value, _ in codings(concept))
+
+
+def note_texts(resource: Mapping[str, Any]) -> Iterator[tuple[int, str]]:
+    for index, note in dicts(resource.get("note")):
+        text = get_str(note, "text")
+        if text:
+            yield index, text
+
+
+def reference_of(value: Any) -> str | None:
+    return get_str(value, "reference")
+
+
+def parse_date(value: Any) -> dt.date | None:
+    """The calendar date as written (no time-zone conversion); partial dates give None."""
+    if not isinstance(value, str):
+        return None
+    match = _DATE_PREFIX.match(value)
+    if not match:
+        return None
+    try:
+        return dt.date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
+
+
+def parse_instant(value: Any) -> dt.datetime | None:
+    """An aware datetime when the value has a time and a zone, else None."""
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def period_start_end(resource: Mapping[str, Any], prefix: str) -> tuple[Any, Any, str | None]:
+    """(start, end, element) of `{prefix}DateTime` / `{prefix}Period` — raw values, element name."""
+    if f"{prefix}DateTime" in resource:
+        value = resource.get(f"{prefix}DateTime")
+        return value, value, f"{prefix}DateTime"
+    period = resource.get(f"{prefix}Period")
+    if isinstance(period, dict):
+        return period.get("start"), period.get("end"), f"{prefix}Period"
+    return None, None, None
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """Calendar-month arithmetic, clamping to the month's last day (Jan 31 + 1 month = Feb 28)."""
+    month_index = day.month - 1 + months
+    year = day.year + month_index // 12
+    month = month_index % 12 + 1
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))

@@ -1,0 +1,216 @@
+"""The coding model: what the reader found, in the terms a coder uses.
+
+Reading (FHIR → this model) and coding (this model → claim lines) meet here. Nothing in this
+module knows FHIR JSON; every fact keeps the FHIRPath of the input element behind it so a
+finding can point at it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .spine import Region, Side
+from .wording import Guidance, Intent, Technique
+
+Family = Literal["injection", "ablation"]
+LevelSource = Literal["bodySite", "bodyStructure", "nerve", "text", "cpt"]
+GuidanceValue = Literal["fluoroscopy", "ct", "fluoroscopy-or-ct", "ultrasound", "mri", "none", "unknown"]
+Use = Literal["claim", "preauthorization"]
+FrequencyCategory = Literal["diagnostic", "therapeutic", "rfa"]
+
+INFERRED_SOURCES: frozenset[LevelSource] = frozenset({"nerve", "text", "cpt"})
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One facet joint level; `joint` is None for a level known only from a CPT count."""
+
+    joint: str | None
+    region: Region  # anatomical region of the joint (T12-L1 is cervical-thoracic)
+    ordinal: int  # spine position for a named joint; the CPT position for an unnamed one
+
+    @property
+    def label(self) -> str:
+        if self.joint:
+            return self.joint
+        return f"{self.region} level {self.ordinal} (unnamed)"
+
+
+@dataclass(slots=True)
+class LevelFinding:
+    """A level of one facet procedure, its side, and where that came from."""
+
+    level: Level
+    sides: set[Side]
+    source: LevelSource
+    path: str
+
+
+@dataclass(slots=True)
+class FacetProcedure:
+    """One facet Procedure or ServiceRequest of the input."""
+
+    key: str  # "Procedure/proc4"
+    resource_type: str
+    id: str | None
+    path: str  # FHIRPath of the resource in the input
+    status: str | None
+    billable: bool  # completed Procedure (claim) or active/draft ServiceRequest (preauthorization)
+    patient: str
+    date: dt.date | None
+    date_path: str | None
+    cpt_codes: list[str]  # facet codes written on the input, each once
+    imaging_codes: list[str]  # 77003 / 77012 / 76942 written on the facet resource itself
+    code_path: str
+    family: Family
+    technique: Technique | None
+    intent: Intent | None
+    intent_path: str | None
+    guidance: GuidanceValue
+    guidance_path: str | None
+    levels: list[LevelFinding] = field(default_factory=list)
+    level_source: LevelSource | None = None
+    performer: str | None = None  # a reference string to the provider
+    requester: str | None = None
+    encounter: str | None = None
+    reason_references: list[str] = field(default_factory=list)  # resolved Condition keys
+    reason_codes: list[tuple[str, str]] = field(default_factory=list)  # (ICD-10-CM code, path)
+    guidance_resources: list[str] = field(default_factory=list)  # keys of guidance Procedures
+
+    @property
+    def category(self) -> FrequencyCategory:
+        if self.family == "ablation":
+            return "rfa"
+        return "diagnostic" if self.intent == "diagnostic" else "therapeutic"
+
+    @property
+    def joints(self) -> set[str]:
+        return {finding.level.joint for finding in self.levels if finding.level.joint}
+
+
+@dataclass(slots=True)
+class Diagnosis:
+    code: str  # dotted ICD-10-CM, upper case
+    source_key: str | None  # Condition key, or None for a reasonCode
+    path: str
+    onset: dt.date | None = None
+    onset_path: str | None = None
+    from_reason: bool = False
+    from_encounter: bool = False
+
+
+@dataclass(slots=True)
+class Relief:
+    """Relief after an earlier block: a percent, or a before/after pain pair."""
+
+    percent: float | None
+    source_keys: list[str]
+    path: str | None
+
+
+@dataclass(slots=True)
+class Session:
+    """The facet procedures one patient had (or will have) on one date of service."""
+
+    patient: str
+    date: dt.date
+    procedures: list[FacetProcedure]
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(p.key for p in self.procedures)
+
+
+@dataclass(slots=True)
+class EvidenceItem:
+    kind: Literal[
+        "onset",
+        "pain-score",
+        "disability-score",
+        "conservative-care",
+        "prior-block",
+        "block-relief",
+        "guidance",
+    ]
+    source_key: str | None
+    path: str | None
+    date: dt.date | None = None
+    end: dt.date | None = None
+    value: float | None = None
+    unit: str | None = None
+    text: str | None = None
+
+
+@dataclass(slots=True)
+class Evidence:
+    onset: dt.date | None = None
+    onset_item: EvidenceItem | None = None
+    pain_scores: list[EvidenceItem] = field(default_factory=list)
+    disability_scores: list[EvidenceItem] = field(default_factory=list)
+    conservative_care: list[EvidenceItem] = field(default_factory=list)
+    conservative_days: int | None = None
+    prior_auth: str | None = None
+    prior_auth_source: str | None = None
+
+
+@dataclass(slots=True)
+class LineLevel:
+    level: Level
+    side: Side | None
+
+
+@dataclass(slots=True)
+class ClaimLine:
+    """One claim line: CPT code, modifiers, quantity, and the levels it bills."""
+
+    code: str
+    modifiers: list[str]
+    quantity: int
+    levels: list[LineLevel]
+    side: Side | None
+    region: Region
+    family: Family
+    intent: Intent | None
+    procedure_keys: list[str]
+    rationale: str  # why this code: the coding-table row, for the coder
+
+    @property
+    def body_site_text(self) -> str:
+        names = ", ".join(level.level.label for level in self.levels)
+        side = {"left": "left", "right": "right", "bilateral": "bilateral"}.get(self.side or "", "side unknown")
+        return f"{names} facet joint(s), {side}"
+
+
+@dataclass(slots=True)
+class Case:
+    """Everything read from one input for the latest session of one patient."""
+
+    use: Use
+    patient: str
+    patient_resource: str | None
+    session: Session
+    history: list[Session]
+    diagnoses: list[Diagnosis]
+    evidence: Evidence
+    coverage: str | None
+    payer_names: list[str]
+    provider: str | None
+    encounter: str | None
+    place_of_service: str
+    place_of_service_source: Literal["option", "location", "default"]
+    place_of_service_path: str | None
+    guidance_resources: list[str]
+    reliefs: dict[str, Relief]  # per history procedure key
+    radiculopathy: list[Diagnosis]
+    undated: list[FacetProcedure] = field(default_factory=list)  # the patient's, left out of history
+
+
+def label_guidance(value: GuidanceValue | Guidance) -> str:
+    return {
+        "fluoroscopy-or-ct": "fluoroscopy or CT (implied by the CPT code)",
+        "ct": "CT",
+        "mri": "MRI",
+        "none": "no image guidance",
+    }.get(value, value)

@@ -1,0 +1,40 @@
+"""Findings → a FHIR R4 OperationOutcome (contract §5.3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .findings import Finding
+
+RULE_SYSTEM = "urn:facet-adapter:rule"
+CARC_SYSTEM = "https://x12.org/codes/claim-adjustment-reason-codes"
+
+
+def findings_outcome(findings: list[Finding], *, subject: str | None = None) -> dict[str, Any]:
+    if not findings:
+        text = "No findings: the claim can be submitted."
+        if subject:
+            text = f"{subject}: {text}"
+        return {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "information", "code": "informational", "details": {"text": text}}],
+        }
+    return {"resourceType": "OperationOutcome", "issue": [finding_issue(f) for f in findings]}
+
+
+def finding_issue(finding: Finding) -> dict[str, Any]:
+    codings: list[dict[str, str]] = [{"system": RULE_SYSTEM, "code": finding.rule_id}]
+    if finding.carc:
+        codings.append({"system": CARC_SYSTEM, "code": finding.carc})
+    issue: dict[str, Any] = {
+        "severity": finding.severity,
+        "code": finding.issue,
+        "details": {"coding": codings, "text": finding.message},
+        "diagnostics": (
+            f"{finding.citation}. Rule {finding.rule_id} v{finding.rule_version}, pack "
+            f"{finding.pack}@{finding.pack_version}. To fix: {finding.hint}"
+        ),
+    }
+    if finding.expressions:
+        issue["expression"] = list(dict.fromkeys(finding.expressions))
+    return issue

@@ -1,0 +1,141 @@
+"""Words that decide facet-ness, technique, intent and guidance in free text (contract §2.1, §2.3).
+
+Each function reads one text field and answers only when the text decides; None means the
+field is silent (or says both things), so the caller moves on to the next source.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Technique = Literal["intra-articular", "medial-branch-block", "radiofrequency-ablation"]
+Intent = Literal["diagnostic", "therapeutic"]
+Guidance = Literal["fluoroscopy", "ct", "ultrasound", "mri", "none"]
+
+_FACET = re.compile(r"\bfacet|zygapophys[ei]al|\bmedial[\s-]+branch", re.IGNORECASE)
+_RFA = re.compile(
+    r"\bradio[\s-]?frequency|\bRFA\b|\bRF\s+(?:ablation|neurotomy|denervation|lesion)|\bablat\w*|\bdenervat\w*|"
+    r"\bneurotom\w*|\brhizotom\w*",
+    re.IGNORECASE,
+)
+_MBB = re.compile(r"\bmedial[\s-]+branch|\bMBB\b", re.IGNORECASE)
+_IA = re.compile(r"\bintra[\s-]?articular", re.IGNORECASE)
+
+# Words that deny the next few words: "no fluoroscopy", "not a radiofrequency candidate".
+_DENIALS = frozenset({"not", "no", "non", "without", "never", "nor", "denies", "declined"})
+# For technique words also what makes them hypothetical or past: "candidate for RF ablation if the
+# blocks succeed", "status post RFA" describe another procedure than the one recorded.
+_TECHNIQUE_NEGATORS = _DENIALS | frozenset(
+    {
+        "candidate",
+        "candidacy",
+        "consider",
+        "considered",
+        "considering",
+        "future",
+        "planned",
+        "plan",
+        "possible",
+        "potential",
+        "eventual",
+        "if",
+        "would",
+        "will",
+        "may",
+        "might",
+        "before",
+        "prior",
+        "pending",
+        "prerequisite",
+        "toward",
+        "towards",
+        "defer",
+        "deferred",
+        "post",
+        "previous",
+        "previously",
+        "history",
+        "hx",
+        "following",
+        "after",
+        "last",
+        "earlier",
+    }
+)
+_WORD = re.compile(r"[a-z]+")
+_NEGATION_WINDOW = 4
+_CLAUSE_BREAK = re.compile(r"[.,;:()\[\]\n]")
+
+_DIAGNOSTIC = re.compile(r"\bdiagnostic\b", re.IGNORECASE)
+_THERAPEUTIC = re.compile(r"\btherapeutic\b", re.IGNORECASE)
+
+_GUIDANCE_NONE = re.compile(
+    r"\bwithout\s+(?:any\s+)?(?:image|imaging|radiographic|fluoroscop\w*)\s*(?:guidance)?|\bwithout\s+imaging\b|"
+    r"\blandmark|\bblind(?:ly)?\b|\bunguided\b|\bno\s+image\s+guidance",
+    re.IGNORECASE,
+)
+_GUIDANCE_WORDS: tuple[tuple[Guidance, re.Pattern[str]], ...] = (
+    ("fluoroscopy", re.compile(r"\bfluoroscop\w*", re.IGNORECASE)),
+    (
+        "ct",
+        re.compile(r"\bCT[\s-]+guid\w*|\bCT\s+guidance|\bcomputed\s+tomograph\w*|\bunder\s+CT\b", re.IGNORECASE),
+    ),
+    ("ultrasound", re.compile(r"\bultrasound|\bultra-sound|\bsonograph\w*|\bsonographic", re.IGNORECASE)),
+    ("mri", re.compile(r"\bMRI\b|\bMR[\s-]+guid\w*|\bmagnetic\s+resonance", re.IGNORECASE)),
+)
+
+
+_GUIDANCE_PREFERENCE: tuple[Guidance, ...] = ("fluoroscopy", "ct", "ultrasound", "mri")
+
+
+def _negated(text: str, start: int, negators: frozenset[str]) -> bool:
+    # The scope of a negation ends at punctuation: "not a RF candidate, intra-articular injection".
+    clause = _CLAUSE_BREAK.split(text[:start])[-1]
+    before = _WORD.findall(clause.lower())[-_NEGATION_WINDOW:]
+    return any(word in negators for word in before)
+
+
+def _asserted(pattern: re.Pattern[str], text: str, negators: frozenset[str]) -> bool:
+    return any(not _negated(text, match.start(), negators) for match in pattern.finditer(text))
+
+
+def says_facet(text: object) -> bool:
+    """Facet, zygapophyseal or medial branch (RFA words alone are not enough)."""
+    return isinstance(text, str) and _FACET.search(text) is not None
+
+
+def technique_of(text: object) -> Technique | None:
+    if not isinstance(text, str) or not text:
+        return None
+    if _asserted(_RFA, text, _TECHNIQUE_NEGATORS):
+        return "radiofrequency-ablation"
+    if _asserted(_MBB, text, _TECHNIQUE_NEGATORS):
+        return "medial-branch-block"
+    if _asserted(_IA, text, _TECHNIQUE_NEGATORS):
+        return "intra-articular"
+    return None
+
+
+def intent_of(text: object) -> Intent | None:
+    """Diagnostic or therapeutic when the text says exactly one of them."""
+    if not isinstance(text, str) or not text:
+        return None
+    diagnostic = _DIAGNOSTIC.search(text) is not None
+    therapeutic = _THERAPEUTIC.search(text) is not None
+    if diagnostic == therapeutic:
+        return None
+    return "diagnostic" if diagnostic else "therapeutic"
+
+
+def guidance_of(text: object) -> Guidance | None:
+    """The image guidance a text asserts; fluoroscopy or CT win over the others when several appear."""
+    if not isinstance(text, str) or not text:
+        return None
+    found = [kind for kind, pattern in _GUIDANCE_WORDS if _asserted(pattern, text, _DENIALS)]
+    for preferred in _GUIDANCE_PREFERENCE:
+        if preferred in found:
+            return preferred
+    if _GUIDANCE_NONE.search(text):
+        return "none"
+    return None
