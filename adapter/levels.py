@@ -30,7 +30,7 @@ _VERT = r"([CTLS])\s?(\d{1,2})"
 _TOKEN = re.compile(
     rf"""
     (?P<span>\b{_VERT}\s*(?:-|/|\bto\b|\bthrough\b|\bthru\b)\s*(?:([CTLS])\s?)?(\d{{1,2}})\b)
-  | (?P<pair>\b{_VERT}\s+([CTLS])\s?(\d{{1,2}})\b)
+  | (?P<pair>\b{_VERT}\s+([CTLS])\s?(\d{{1,2}})\b(?!\s*(?:-|/|\bto\b|\bthrough\b|\bthru\b)\s*[CTLS]?\s?\d))
   | (?P<single>\b{_VERT}\b)
   | (?P<ton>\bthird[\s-]+occipital\b)
   | (?P<side>\b(?:left|right|bilateral(?:ly)?|bilat|b/l)\b|\bboth\b(?!\s+(?:levels?|joints?|segments?)\b))

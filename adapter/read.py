@@ -69,6 +69,17 @@ _INACTIVE = frozenset({"inactive", "resolved", "remission"})
 _VOID_OBSERVATION = frozenset({"entered-in-error", "cancelled"})
 _VOID_CARE = frozenset({"entered-in-error", "not-done", "not-taken", "cancelled", "stopped"})
 _PROVIDER_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization"})
+_USED_PATIENT_TYPES = (
+    "Procedure",
+    "ServiceRequest",
+    "Condition",
+    "Observation",
+    "Coverage",
+    "Encounter",
+    "MedicationStatement",
+    "MedicationRequest",
+    "ClaimResponse",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +162,10 @@ def read_case(index: ResourceIndex, options: ReadOptions) -> Case:
     if patient_res is not None:
         index.validate_used(patient_res)
     reader = _PatientReader(index, patient, date_of_service)
+    # Everything of this patient's record the adapter reads must be valid R4; other patients'
+    # data and resource types the adapter does not use are passed over.
+    for res in reader.own(*_USED_PATIENT_TYPES):
+        index.validate_used(res)
     encounter = _session_encounter(index, reader, session)
     diagnoses = reader.diagnoses(session, encounter)
     pos, pos_source, pos_path = _place_of_service(index, options, encounter)

@@ -17,6 +17,7 @@ import orjson
 from .check import DiagnosisCheck
 from .code import Coding, coding_tables
 from .fhirpath import CPT, ICD10CM, LOINC, POS_SYSTEM
+from .errors import NotFhirError
 from .findings import Finding, holds_claim
 from .ingest import Res, ResourceIndex
 from .model import Case, ClaimLine, EvidenceItem, label_guidance
@@ -35,6 +36,8 @@ PAS = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition"
 X12_1525 = "https://codesystem.x12.org/005010/1525"
 X12_1322 = "https://codesystem.x12.org/005010/1322"
 X12_1365 = "https://codesystem.x12.org/005010/1365"
+# orjson writes at most 255 levels; the Bundle wraps each resource in three more.
+MAX_WRITE_DEPTH = 250
 
 
 def claim_identifier(case: Case) -> str:
@@ -82,6 +85,10 @@ class _Entries:
                 self.url_of(target)
         entries = []
         for res in self.order:
+            if _depth(res.data) > MAX_WRITE_DEPTH:
+                raise NotFhirError(
+                    f"{res.label()} is nested more than {MAX_WRITE_DEPTH} levels deep; the Bundle cannot be written."
+                )
             copy = orjson.loads(orjson.dumps(res.data))
             if res.container is not None:
                 copy["id"] = _contained_id(res)
@@ -97,6 +104,19 @@ class _Entries:
                 holder["reference"] = self.urls[id(target)]
             elif target is not None and target.container is not None and target.container is not res:
                 holder["reference"] = self.url_of(target) if id(target) in self.urls else holder["reference"]
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(current, dict):
+            stack.extend((v, level + 1) for v in current.values() if isinstance(v, (dict, list)))
+        elif isinstance(current, list):
+            stack.extend((v, level + 1) for v in current if isinstance(v, (dict, list)))
+    return deepest
 
 
 def _contained_id(res: Res) -> str:

@@ -29,9 +29,11 @@ def _command(case: dict[str, Any], command: str, path: Path) -> list[str]:
 
 def write_input(case: dict[str, Any], directory: Path) -> Path:
     if case.get("format") == "ndjson":
-        entries = case["input"].get("entry", []) if case["input"].get("resourceType") == "Bundle" else [
-            {"resource": case["input"]}
-        ]
+        entries = (
+            case["input"].get("entry", [])
+            if case["input"].get("resourceType") == "Bundle"
+            else [{"resource": case["input"]}]
+        )
         path = directory / "input.ndjson"
         path.write_text("".join(json.dumps(e["resource"]) + "\n" for e in entries))
     else:
@@ -73,7 +75,7 @@ def run_case(case_path: Path) -> list[str]:
         )
         for item in claim_res.get("item", [])
     )
-    want_lines = Counter((l["code"], frozenset(l["modifiers"]), l["quantity"]) for l in expect.get("lines", []))
+    want_lines = Counter((x["code"], frozenset(x["modifiers"]), x["quantity"]) for x in expect.get("lines", []))
     if "lines" in expect and got_lines != want_lines:
         problems.append(f"lines {sorted(got_lines.items())} != {sorted(want_lines.items())}")
     codes = {c["code"] for d in claim_res.get("diagnosis", []) for c in d["diagnosisCodeableConcept"]["coding"]}
