@@ -54,6 +54,7 @@ class ResourceIndex:
         self.resources = resources
         self.single = single  # a lone resource or NDJSON: paths start at the resource type
         self.by_type: dict[str, list[Res]] = {}
+        self._contained_by_type: dict[str, list[Res]] = {}
         self._by_key: dict[str, Res] = {}
         self._by_url: dict[str, Res] = {}
         self._validated: set[int] = set()
@@ -63,14 +64,24 @@ class ResourceIndex:
                 self._by_key[f"{res.type}/{res.id}"] = res
             if res.full_url:
                 self._by_url[res.full_url] = res
+            for inner in res.contained.values():
+                self._contained_by_type.setdefault(inner.type, []).append(inner)
 
-    def of_type(self, *types: str) -> list[Res]:
+    def of_type(self, *types: str, contained: bool = False) -> list[Res]:
+        """Resources of these types; with `contained`, also those contained in other resources."""
         found: list[Res] = []
         for name in types:
             found.extend(self.by_type.get(name, ()))
+            if contained:
+                found.extend(self._contained_by_type.get(name, ()))
         return found
 
     def get(self, key: str) -> Res | None:
+        """A resource by `Type/id`, or a contained one by `Type/id#inner` (its Res.key)."""
+        if "#" in key:
+            container_key, _, inner = key.partition("#")
+            container = self._by_key.get(container_key)
+            return container.contained.get(inner) if container is not None else None
         return self._by_key.get(key)
 
     def resolve(self, reference: object, context: Res | None = None) -> Res | None:

@@ -85,7 +85,7 @@ def _nerve(letter: str, number: str) -> str | None:
 
 @dataclass(slots=True)
 class _Item:
-    kind: Literal["joint", "nerve", "side"]
+    kind: Literal["joint", "nerve", "ton", "side"]
     value: str
 
 
@@ -123,7 +123,8 @@ def read_text(text: object) -> TextLevels:
                 if nerve:
                     items.append(_Item("nerve", nerve))
         elif match.group("ton"):
-            items.append(_Item("joint", spine().single_nerve_joints.get("C3", "C2-C3")))
+            # The third occipital nerve alone supplies C2-C3 (mappings/spine.toml).
+            items.append(_Item("ton", spine().single_nerve_joints.get("C3", "C2-C3")))
         elif match.group("side"):
             items.append(_Item("side", side_word(match.group("side"))))
     return _assign_sides(items)
@@ -145,8 +146,8 @@ def _assign_sides(items: list[_Item]) -> TextLevels:
         if item.kind == "side":
             current = side_word(item.value)
             continue
-        if item.kind == "joint":
-            result.levels.append(LevelMention(item.value, current, "joint"))
+        if item.kind in ("joint", "ton"):
+            result.levels.append(LevelMention(item.value, current, "joint" if item.kind == "joint" else "nerve"))
             continue
         if nerve_runs and nerve_runs[-1][0] == current:
             nerve_runs[-1][1].append(item.value)

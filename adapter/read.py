@@ -448,18 +448,12 @@ def _levels(
             text_joint_sides.setdefault(joint, set()).update(sides)
 
     if not found:
-        for kind in ("nerve", "joint"):
-            for reading, path in text_readings:
-                for mention in reading.levels:
-                    if mention.kind == kind:
-                        add(
-                            mention.joint,
-                            {mention.side} if mention.side else set(),
-                            "nerve" if kind == "nerve" else "text",
-                            path,
-                        )
-            if found:
-                break
+        # Medial-branch wording and level wording are both free text; a record that uses both
+        # (a joint name and the nerves that supply it) names the union.
+        for reading, path in text_readings:
+            for mention in reading.levels:
+                sides = {mention.side} if mention.side else set()
+                add(mention.joint, sides, "nerve" if mention.kind == "nerve" else "text", path)
         if found:
             source = "nerve" if any(f.source == "nerve" for f in found.values()) else "text"
 
@@ -631,8 +625,9 @@ class _PatientReader:
         self.dos = date_of_service
 
     def own(self, *types: str) -> list[Res]:
+        """The patient's resources of these types, contained ones included (they must resolve too)."""
         found = []
-        for res in self.index.of_type(*types):
+        for res in self.index.of_type(*types, contained=True):
             subject = res.data.get("subject") or res.data.get("patient") or res.data.get("beneficiary")
             if _patient_of(self.index, res, subject) == self.patient:
                 found.append(res)

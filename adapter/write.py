@@ -16,8 +16,8 @@ import orjson
 
 from .check import DiagnosisCheck
 from .code import Coding, coding_tables
-from .fhirpath import CPT, ICD10CM, LOINC, POS_SYSTEM
 from .errors import NotFhirError
+from .fhirpath import CPT, ICD10CM, LOINC, POS_SYSTEM
 from .findings import Finding, holds_claim
 from .ingest import Res, ResourceIndex
 from .model import Case, ClaimLine, EvidenceItem, label_guidance
