@@ -35,9 +35,7 @@ PROCEDURE: dict[str, Any] = {
     "status": "completed",
     "category": {"coding": [{"system": "http://snomed.info/sct", "code": "387713003"}]},
     "code": {
-        "coding": [
-            {"system": "http://www.ama-assn.org/go/cpt", "code": "64635", "display": "Facet RF, lumbar"}
-        ],
+        "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "64635", "display": "Facet RF, lumbar"}],
         "text": "Radiofrequency ablation of lumbar facet joint nerves",
     },
     "subject": {"reference": "Patient/pat-1", "display": "Example Patient"},
@@ -92,11 +90,7 @@ OBSERVATION: dict[str, Any] = {
     "resourceType": "Observation",
     "status": "final",
     "category": [
-        {
-            "coding": [
-                {"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey"}
-            ]
-        }
+        {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "survey"}]}
     ],
     "code": {"text": "Pain severity 0-10"},
     "subject": {"reference": "Patient/pat-1"},
@@ -110,9 +104,7 @@ OBSERVATION: dict[str, Any] = {
 CLAIM: dict[str, Any] = {
     "resourceType": "Claim",
     "status": "active",
-    "type": {
-        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]
-    },
+    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
     "use": "claim",
     "patient": {"reference": "Patient/pat-1"},
     "created": "2026-10-16",
@@ -224,9 +216,7 @@ def test_valid_samples(name: str) -> None:
 
 
 def test_accepts_any_mapping() -> None:
-    frozen = types.MappingProxyType(
-        {**COVERAGE, "beneficiary": types.MappingProxyType(COVERAGE["beneficiary"])}
-    )
+    frozen = types.MappingProxyType({**COVERAGE, "beneficiary": types.MappingProxyType(COVERAGE["beneficiary"])})
     assert validate(frozen) == []
 
 
@@ -352,15 +342,9 @@ def test_string_rules() -> None:
 def test_boolean_and_numbers() -> None:
     assert issues_of({**PATIENT, "active": "true"}) == [("Patient.active", "structure")]
     assert issues_of({**PATIENT, "active": 1}) == [("Patient.active", "structure")]
-    assert issues_of({**PATIENT, "multipleBirthInteger": True}) == [
-        ("Patient.multipleBirthInteger", "structure")
-    ]
-    assert issues_of({**PATIENT, "multipleBirthInteger": 1.0}) == [
-        ("Patient.multipleBirthInteger", "structure")
-    ]
-    assert issues_of({**PATIENT, "multipleBirthInteger": 2**31}) == [
-        ("Patient.multipleBirthInteger", "value")
-    ]
+    assert issues_of({**PATIENT, "multipleBirthInteger": True}) == [("Patient.multipleBirthInteger", "structure")]
+    assert issues_of({**PATIENT, "multipleBirthInteger": 1.0}) == [("Patient.multipleBirthInteger", "structure")]
+    assert issues_of({**PATIENT, "multipleBirthInteger": 2**31}) == [("Patient.multipleBirthInteger", "value")]
     assert validate({**PATIENT, "multipleBirthInteger": -(2**31)}) == []
     claim = mutated(CLAIM, lambda d: d["item"][0].__setitem__("sequence", 0))
     assert issues_of(claim) == [("Claim.item[0].sequence", "value")]
@@ -396,12 +380,8 @@ def test_ids_uris_and_special_strings() -> None:
 
 
 def test_xhtml_div_needs_a_string() -> None:
-    assert issues_of({**PATIENT, "text": {"status": "generated", "div": 5}}) == [
-        ("Patient.text.div", "structure")
-    ]
-    assert issues_of({**PATIENT, "text": {"status": "generated", "div": " "}}) == [
-        ("Patient.text.div", "value")
-    ]
+    assert issues_of({**PATIENT, "text": {"status": "generated", "div": 5}}) == [("Patient.text.div", "structure")]
+    assert issues_of({**PATIENT, "text": {"status": "generated", "div": " "}}) == [("Patient.text.div", "value")]
     assert issues_of({**PATIENT, "text": {"status": "generated"}}) == [("Patient.text.div", "required")]
     assert issues_of({**PATIENT, "text": {"status": "generated", "div": "<div/>", "_div": {}}}) == [
         ("Patient.text._div", "structure")
@@ -471,9 +451,7 @@ def test_required_in_backbone_and_datatype() -> None:
 def test_required_choice_element() -> None:
     doc = mutated(CLAIM, lambda d: d["diagnosis"][0].pop("diagnosisCodeableConcept"))
     assert issues_of(doc) == [("Claim.diagnosis[0].diagnosis[x]", "required")]
-    doc = mutated(
-        CLAIM, lambda d: d["diagnosis"][0].__setitem__("diagnosisReference", {"reference": "Condition/1"})
-    )
+    doc = mutated(CLAIM, lambda d: d["diagnosis"][0].__setitem__("diagnosisReference", {"reference": "Condition/1"}))
     assert [i.code for i in validate(doc)] == ["structure"]
 
 
@@ -544,9 +522,7 @@ def test_content_reference_is_followed() -> None:
     questionnaire: dict[str, Any] = {
         "resourceType": "Questionnaire",
         "status": "active",
-        "item": [
-            {"linkId": "1", "type": "group", "item": [{"linkId": "1.1", "type": "string", "colour": "x"}]}
-        ],
+        "item": [{"linkId": "1", "type": "group", "item": [{"linkId": "1.1", "type": "string", "colour": "x"}]}],
     }
     assert issues_of(questionnaire) == [("Questionnaire.item[0].item[0].colour", "structure")]
     questionnaire["item"][0]["item"][0] = {"type": "string"}
@@ -717,8 +693,7 @@ def test_import_is_lazy() -> None:
     import sys
 
     code = (
-        "import adapter.r4schema as m; "
-        "print(m._datatypes is None and not m._resources and 'orjson' not in m.__dict__)"
+        "import adapter.r4schema as m; print(m._datatypes is None and not m._resources and 'orjson' not in m.__dict__)"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
@@ -809,9 +784,7 @@ def test_official_r4_examples_are_valid() -> None:
         elif found:
             unexpected[path.name] = [(i.path, i.code, i.message) for i in found[:5]]
     assert checked > 5000
-    assert not unexpected, (
-        f"{len(unexpected)} official examples rejected: {dict(list(unexpected.items())[:10])}"
-    )
+    assert not unexpected, f"{len(unexpected)} official examples rejected: {dict(list(unexpected.items())[:10])}"
     for name, (_why, expected) in KNOWN_INVALID_EXAMPLES.items():
         if name == "Questionnaire-qs1.json":
             assert expected <= known_seen[name] and all(c == "required" for _p, c in known_seen[name])
@@ -880,9 +853,7 @@ def test_cross_check_valid_originals(name: str) -> None:
 
 
 @pytest.mark.parametrize(("label", "rtype", "change"), _MUTATIONS, ids=[m[0] for m in _MUTATIONS])
-def test_cross_check_invalid_mutations(
-    label: str, rtype: str, change: Callable[[dict[str, Any]], object]
-) -> None:
+def test_cross_check_invalid_mutations(label: str, rtype: str, change: Callable[[dict[str, Any]], object]) -> None:
     doc = mutated(VALID[rtype], change)
     assert validate(doc) != [], label
     assert not _r4b_accepts(doc), label
@@ -890,9 +861,7 @@ def test_cross_check_invalid_mutations(
 
 # ---------------------------------------------------------------------------------- property tests
 
-_json_scalars = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=12)
-)
+_json_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=12)
 _json = st.recursive(
     _json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -908,9 +877,7 @@ def _all_keys(value: object) -> set[str]:
     return set()
 
 
-_SCHEMA_KEYS = sorted(
-    {k for doc in VALID.values() for k in _all_keys(doc)} | {"_status", "_given", "contained", "div"}
-)
+_SCHEMA_KEYS = sorted({k for doc in VALID.values() for k in _all_keys(doc)} | {"_status", "_given", "contained", "div"})
 
 
 def _check_result(found: list[SchemaIssue], limit: int = 20) -> None:
@@ -957,13 +924,9 @@ def test_never_raises_on_mutated_valid_resources(name: str, data: st.DataObject)
     doc = copy.deepcopy(VALID[name])
     for _ in range(data.draw(st.integers(1, 4))):
         target = data.draw(st.sampled_from(_containers(doc)))
-        new = copy.deepcopy(
-            data.draw(_json | st.sampled_from([None, [], {}, "x", 1, 1.5, True, [None], PATIENT]))
-        )
+        new = copy.deepcopy(data.draw(_json | st.sampled_from([None, [], {}, "x", 1, 1.5, True, [None], PATIENT])))
         if isinstance(target, dict):
-            key = data.draw(
-                st.sampled_from(sorted(target) + _SCHEMA_KEYS) if target else st.sampled_from(_SCHEMA_KEYS)
-            )
+            key = data.draw(st.sampled_from(sorted(target) + _SCHEMA_KEYS) if target else st.sampled_from(_SCHEMA_KEYS))
             target[key] = new
         elif target:
             target[data.draw(st.integers(0, len(target) - 1))] = new
@@ -1006,12 +969,8 @@ def _fake_definitions(tmp: Path, edit: Callable[[dict[str, dict[str, Any]]], obj
     out = tmp / "package" / "dist" / "fhir" / "r4"
     out.mkdir(parents=True)
     for name, wanted in (("profiles-resources.json", True), ("profiles-types.json", False)):
-        entries = [
-            {"resource": sd} for sd in sds.values() if (sd.get("kind") in ("resource", "logical")) == wanted
-        ]
-        (out / name).write_bytes(
-            orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries})
-        )
+        entries = [{"resource": sd} for sd in sds.values() if (sd.get("kind") in ("resource", "logical")) == wanted]
+        (out / name).write_bytes(orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
     (out / "version.info").write_text("[FHIR]\nFhirVersion=4.0.1-9346c8cc45\nversion=4.0.1\n")
     return tmp
 

@@ -50,9 +50,7 @@ PROCEDURE: dict[str, Any] = {
     "recorder": {"reference": "Practitioner/prac-1184", "display": "Dr. Example Recorder"},
     "performer": [
         {
-            "function": {
-                "coding": [{"system": "http://snomed.info/sct", "code": "304292004", "display": "Surgeon"}]
-            },
+            "function": {"coding": [{"system": "http://snomed.info/sct", "code": "304292004", "display": "Surgeon"}]},
             "actor": {"reference": "Practitioner/prac-1184", "display": "Dr. Example Surgeon"},
             "onBehalfOf": {"reference": "Organization/org-spine-center"},
         }

