@@ -12,23 +12,17 @@ from typing import Any
 
 import pytest
 from conftest import CliRun, run_cli
-from golden import CASES_DIR
 
-CASE_01 = CASES_DIR / "public-01-medicare-bilateral-two-level.json"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "medicare-lumbar-bilateral" / "input.json"
+FACET_IDS = ("mbb-l4l5", "mbb-l5s1")
 
 
 def _base_bundle() -> dict[str, Any]:
-    if CASE_01.is_file():
-        return json.loads(CASE_01.read_text())["input"]
-    return json.loads((Path(__file__).parent / "data" / "case01-input.json").read_text())
+    return json.loads(EXAMPLE.read_text())
 
 
 def _facet_procedure(bundle: dict[str, Any]) -> dict[str, Any]:
-    return next(
-        e["resource"]
-        for e in bundle["entry"]
-        if e["resource"]["resourceType"] == "Procedure" and e["resource"]["id"] == "proc4"
-    )
+    return next(e["resource"] for e in bundle["entry"] if e["resource"].get("id") == FACET_IDS[0])
 
 
 def assert_input_error(run: CliRun, *, mentions: str | None = None) -> dict[str, Any]:
@@ -215,7 +209,7 @@ def test_use_claim_with_only_service_requests(tmp_path: Path) -> None:
     bundle = copy.deepcopy(_base_bundle())
     for entry in bundle["entry"]:
         r = entry["resource"]
-        if r["resourceType"] == "Procedure" and r["id"] in ("proc4", "proc5"):
+        if r["resourceType"] == "Procedure" and r["id"] in FACET_IDS:
             entry["resource"] = {
                 "resourceType": "ServiceRequest",
                 "id": r["id"],
@@ -239,7 +233,7 @@ def test_use_preauthorization_without_service_request(tmp_path: Path) -> None:
 def test_no_date_of_service(tmp_path: Path) -> None:
     bundle = copy.deepcopy(_base_bundle())
     for entry in bundle["entry"]:
-        if entry["resource"]["resourceType"] == "Procedure" and entry["resource"]["id"] in ("proc4", "proc5"):
+        if entry["resource"]["resourceType"] == "Procedure" and entry["resource"]["id"] in FACET_IDS:
             entry["resource"].pop("performedDateTime")
     assert_input_error(run_cli("claim", _write(tmp_path, "in.json", json.dumps(bundle))), mentions="no date of service")
 
@@ -247,6 +241,6 @@ def test_no_date_of_service(tmp_path: Path) -> None:
 def test_procedures_not_completed_are_not_claimed(tmp_path: Path) -> None:
     bundle = copy.deepcopy(_base_bundle())
     for entry in bundle["entry"]:
-        if entry["resource"]["resourceType"] == "Procedure" and entry["resource"]["id"] in ("proc4", "proc5"):
+        if entry["resource"]["resourceType"] == "Procedure" and entry["resource"]["id"] in FACET_IDS:
             entry["resource"]["status"] = "in-progress"
     assert_input_error(run_cli("claim", _write(tmp_path, "in.json", json.dumps(bundle))), mentions="completed")
