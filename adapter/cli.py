@@ -12,7 +12,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import click
 import orjson
@@ -89,7 +89,32 @@ def _with_common(function: Any) -> Any:
     return function
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Commands that need a web framework or HTTP client are imported only when used, so a
+    one-file `claim` starts fast."""
+
+    lazy: ClassVar[dict[str, str]] = {
+        "sync": "adapter.fhircli:sync",
+        "subscribe": "adapter.fhircli:subscribe",
+        "sandbox": "adapter.fhircli:sandbox",
+        "serve": "adapter.service.cli:serve",
+        "queue": "adapter.service.cli:queue",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module_name, _, attribute = self.lazy[name].partition(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            return command if isinstance(command, click.Command) else None
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="facet-adapter")
 def cli() -> None:
     """Code and check facet joint interventions from FHIR R4 input, and write Claim Bundles."""

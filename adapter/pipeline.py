@@ -33,6 +33,7 @@ class Options:
     prior_auth: str | None = None
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     now: dt.datetime | None = None
+    focus: str | None = None  # claim this procedure's session instead of the latest
 
 
 @dataclass
@@ -82,7 +83,9 @@ def process(raw: bytes, options: Options, *, name: str = "input") -> Result:
 
 def process_index(index: ResourceIndex, options: Options) -> Result:
     validate_options(options)
-    case = read_case(index, ReadOptions(use=options.use, pos=options.pos, prior_auth=options.prior_auth))
+    case = read_case(
+        index, ReadOptions(use=options.use, pos=options.pos, prior_auth=options.prior_auth, focus=options.focus)
+    )
     pack, source = choose_pack(options.payer, case)
     coding = code_session(case.session, pack.billing)
     findings, diagnoses = check_case(case, coding, pack, source)

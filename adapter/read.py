@@ -87,6 +87,9 @@ class ReadOptions:
     use: Use = "claim"
     pos: str | None = None
     prior_auth: str | None = None
+    # Claim the session of this facet procedure ("Procedure/123") instead of the latest session:
+    # what a server notification about one procedure asks for.
+    focus: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,15 @@ def read_case(index: ResourceIndex, options: ReadOptions) -> Case:
     if not dated:
         names = ", ".join(p.key for p in billable[:5])
         raise NoDateOfServiceError(f"The facet procedure(s) {names} have no date of service and cannot be claimed.")
-    date_of_service, patient = max((p.date, p.patient) for p in dated if p.date is not None)
+    if options.focus is not None:
+        focused = next((p for p in billable if p.key == options.focus), None)
+        if focused is None:
+            raise NoFacetProcedureError(f"{options.focus} is not a billable facet procedure of the input.")
+        if focused.date is None:
+            raise NoDateOfServiceError(f"{focused.key} has no date of service and cannot be claimed.")
+        date_of_service, patient = focused.date, focused.patient
+    else:
+        date_of_service, patient = max((p.date, p.patient) for p in dated if p.date is not None)
     session_procs = sorted(
         (p for p in dated if p.patient == patient and p.date == date_of_service), key=lambda p: p.key
     )

@@ -20,6 +20,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fhirserver import make_fhir_server_fixture  # noqa: E402
+
+# One local FHIR test server for the whole test session (started on first use).
+fhir_server = make_fhir_server_fixture()
+
 
 @dataclass
 class CliRun:

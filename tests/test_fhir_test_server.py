@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 import requests
-from fhirserver import FhirTestServer, make_fhir_server_fixture
+from fhirserver import FhirTestServer
 
 pytestmark = pytest.mark.server
 
-fhir_server = make_fhir_server_fixture()
 
 FHIR_JSON = "application/fhir+json"
 CPT = "http://www.ama-assn.org/go/cpt"
