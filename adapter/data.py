@@ -6,6 +6,7 @@ install); a wheel carries the same folder inside the package as `adapter/mapping
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -25,14 +26,31 @@ def mappings_dir() -> Path:
     raise RulePackError(f"The adapter's data tables were not found (looked in {packaged} and {checkout}).")
 
 
+OVERLAY_ENV = "FACET_ADAPTER_PACKS"
+_OVERLAY_FOLDERS = ("packs/", "dx/")
+
+
+def overlay_dir() -> Path | None:
+    """A folder of site packs (packs/*.toml, dx/*.toml) that add to or replace the shipped ones."""
+    value = os.environ.get(OVERLAY_ENV)
+    return Path(value) if value else None
+
+
+def find_table(relative: str) -> Path:
+    overlay = overlay_dir()
+    if overlay is not None and relative.startswith(_OVERLAY_FOLDERS) and (overlay / relative).is_file():
+        return overlay / relative
+    return mappings_dir() / relative
+
+
 @cache
 def load_toml(relative: str) -> dict[str, Any]:
-    """Parse one TOML table from mappings/. Cached: tables are read once per process."""
-    path = mappings_dir() / relative
+    """Parse one TOML table from mappings/ (or the site overlay). Cached: read once per process."""
+    path = find_table(relative)
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
         raise RulePackError(f"Data table mappings/{relative} is missing.") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise RulePackError(f"Data table mappings/{relative} is not valid TOML: {exc}") from exc
+        raise RulePackError(f"Data table {path} is not valid TOML: {exc}") from exc

@@ -99,6 +99,7 @@ class Diagnosis:
     onset_path: str | None = None
     from_reason: bool = False
     from_encounter: bool = False
+    owner: str = ""  # the resource that holds the code (the Condition, or the Procedure of a reasonCode)
 
 
 @dataclass(slots=True)

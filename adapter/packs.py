@@ -9,11 +9,12 @@ finding later.
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .data import load_toml, mappings_dir
+from .data import load_toml, mappings_dir, overlay_dir
 from .errors import RulePackError, UsageError
 from .spine import Region
 
@@ -213,17 +214,21 @@ def _raw_chain(name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     return merged, tuple(seen)
 
 
+def _pack_files() -> dict[str, Path]:
+    folders = [mappings_dir() / "packs"]
+    overlay = overlay_dir()
+    if overlay is not None:
+        folders.append(overlay / "packs")
+    return {path.stem: path for folder in folders for path in sorted(folder.glob("*.toml"))}
+
+
 def available_packs() -> list[str]:
-    names = []
-    for path in sorted((mappings_dir() / "packs").glob("*.toml")):
-        if not load_toml(f"packs/{path.name}").get("abstract", False):
-            names.append(path.stem)
-    return names
+    return sorted(name for name in _pack_files() if not load_toml(f"packs/{name}.toml").get("abstract", False))
 
 
 @cache
 def load_pack(name: str) -> Pack:
-    if not (mappings_dir() / "packs" / f"{name}.toml").is_file() or name.startswith("_"):
+    if name not in _pack_files():
         raise UsageError(f"Unknown payer profile {name!r}; available: {', '.join(available_packs())}.")
     merged, chain = _raw_chain(name)
     if merged.get("abstract"):
@@ -231,6 +236,9 @@ def load_pack(name: str) -> Pack:
             f"{name!r} is a shared base pack, not a payer profile; available: {', '.join(available_packs())}."
         )
     rules = {rule_id: {"id": rule_id, **spec} for rule_id, spec in merged.get("rules", {}).items()}
+    unknown = sorted(set(rules) - set(RULE_IDS))
+    if unknown:
+        raise RulePackError(f"Rule pack {name!r} ({_pack_files()[name]}) has unknown rules: {', '.join(unknown)}.")
     covered_path = merged.get("diagnoses", {}).get("covered_list", "")
     covered_raw = load_toml(str(covered_path)) if covered_path else {}
     try:
@@ -248,4 +256,4 @@ def load_pack(name: str) -> Pack:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:10]
         )
-        raise RulePackError(f"Rule pack {name!r} (mappings/packs/{name}.toml) is invalid: {problems}") from None
+        raise RulePackError(f"Rule pack {name!r} ({_pack_files()[name]}) is invalid: {problems}") from None

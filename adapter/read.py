@@ -8,6 +8,7 @@ date and place, with the patient's diagnoses, evidence and history.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -223,6 +224,10 @@ def _is_facet(res: Res, tables: CodeTables) -> bool:
     code = res.data.get("code")
     if _facet_cpt(code, tables):
         return True
+    if any(system in CPT_LIKE_SYSTEMS for _, system, _, _ in codings(code)):
+        # Coded with another CPT/HCPCS code (77003 guidance, 97110 exercise...): not a facet procedure,
+        # whatever its text says ("fluoroscopic guidance for facet injection").
+        return False
     if any(system == SNOMED and value in tables.snomed_procedures for _, system, value, _ in codings(code)):
         return True
     if says_facet(concept_words(code)):
@@ -530,7 +535,7 @@ def _guidance(
     if own:
         return own[0], proc.code_path, []  # type: ignore[return-value]
     for text, path in texts:
-        said = guidance_of(text)
+        said = guidance_of(text, note=".note[" in path)
         if said:
             return said, path, []
     if proc.cpt_codes:
@@ -667,9 +672,14 @@ class _PatientReader:
             order = reason_keys.index(res.key) if res.key in reason_keys else position
             dx.from_reason, dx.from_encounter = rank == 0, from_encounter
             ordered.append((rank, order, dx))
+        # reasonReference before reasonCode: a Condition carries onset and status, a bare code does not.
+        position = len(reason_keys)
         for proc in session.procedures:
             for code, path in proc.reason_codes:
-                ordered.append((0, -1, Diagnosis(code=code, source_key=None, path=path, from_reason=True)))
+                position += 1
+                ordered.append(
+                    (0, position, Diagnosis(code=code, source_key=None, path=path, from_reason=True, owner=proc.key))
+                )
         for _, _, dx in sorted(ordered, key=lambda item: (item[0], item[1])):
             if dx.code in found:
                 existing = found[dx.code]
@@ -719,6 +729,7 @@ class _PatientReader:
             path=f"{res.path}.code.coding[{chosen[0]}]",
             onset=onset,
             onset_path=onset_path,
+            owner=res.key,
         )
 
     # -- evidence
@@ -946,9 +957,13 @@ class CareVocabulary:
 
 @cache
 def care_vocabulary() -> CareVocabulary:
-    import re
-
     raw = load_toml("conservative-care.toml")
-    words = [(str(kind), re.compile(str(entry["pattern"]), re.IGNORECASE)) for kind, entry in raw["kinds"].items()]
-    snomed = {str(code): str(kind) for kind, entry in raw["kinds"].items() for code in entry.get("snomed", [])}
+    kinds = raw["kinds"]
+    words = [
+        (str(entry.get("label", kind)), re.compile(str(entry["pattern"]), re.IGNORECASE))
+        for kind, entry in kinds.items()
+    ]
+    snomed = {
+        str(code): str(entry.get("label", kind)) for kind, entry in kinds.items() for code in entry.get("snomed", [])
+    }
     return CareVocabulary(snomed=snomed, words=words)

@@ -7,7 +7,7 @@ citations come from the pack; these functions hold only the logic a coder would 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .check import Context, Hit, rule
 from .code import Group, group_levels
@@ -16,6 +16,12 @@ from .model import FacetProcedure, Session, label_guidance
 from .spine import Region
 
 _CATEGORY_WORD = {"diagnostic": "diagnostic", "therapeutic": "therapeutic", "rfa": "RFA"}
+
+
+def _who(keys: Iterable[str | None]) -> str:
+    """The resources a message is about, named by id (paths alone are ambiguous in NDJSON)."""
+    names = list(dict.fromkeys(k for k in keys if k))
+    return ", ".join(names[:4]) + (" …" if len(names) > 4 else "")
 
 
 def _levels_text(group: Group) -> str:
@@ -117,7 +123,8 @@ def input_corrected(ctx: Context) -> Iterator[Hit]:
         if correction.added:
             changes.append("added " + ", ".join(correction.added))
         yield Hit(
-            f"The input coded {', '.join(correction.input_codes)} for the {group.label} levels {_levels_text(group)}; "
+            f"{_who(p.key for p in group.procedures)}: the input coded {', '.join(correction.input_codes)} for the "
+            f"{group.label} levels {_levels_text(group)}; "
             f"the levels code as {', '.join(correction.derived_codes)} ({'; '.join(changes)}).",
             tuple(p.code_path for p in group.procedures),
         )
@@ -133,7 +140,8 @@ def levels_exceed_limit(ctx: Context) -> Iterator[Hit]:
         labels = list(dict.fromkeys(entry.level.label for group in groups for entry in group.levels))
         if len(labels) > limit:
             yield Hit(
-                f"{len(labels)} levels in the {region} region in one session ({', '.join(labels)}); the profile "
+                f"{_who(p.key for g in groups for p in g.procedures)}: {len(labels)} levels in the {region} region "
+                f"in one session ({', '.join(labels)}); the profile "
                 f"allows {limit}. The further-level line is written but will be denied.",
                 tuple(p.path for group in groups for p in group.procedures),
             )
@@ -144,7 +152,8 @@ def multiple_regions(ctx: Context) -> Iterator[Hit]:
     regions = list(dict.fromkeys(group.region for group in ctx.coding.groups))
     if len(regions) > ctx.pack.limits.regions_per_session:
         yield Hit(
-            f"The session treats {len(regions)} regions ({', '.join(regions)}); one region per session is allowed "
+            f"{_who(ctx.case.session.keys)}: the session treats {len(regions)} regions ({', '.join(regions)}); "
+            "one region per session is allowed "
             "(T12-L1 with L1-L2 counts as lumbar).",
             tuple(p.path for p in ctx.case.session.procedures),
         )
@@ -191,7 +200,7 @@ def dx_invalid(ctx: Context) -> Iterator[Hit]:
             if status == "not-billable"
             else "is not an ICD-10-CM code"
         )
-        yield Hit(f"Diagnosis {dx.code} {why}; it is left off the Claim.", (dx.path,))
+        yield Hit(f"{dx.owner}: diagnosis {dx.code} {why}; it is left off the Claim.", (dx.path,))
 
 
 @rule("dx-not-covered")
@@ -202,7 +211,8 @@ def dx_not_covered(ctx: Context) -> Iterator[Hit]:
             continue
         listed = ", ".join(codes) if codes else "none"
         yield Hit(
-            f"No diagnosis supports {group.label} at {_levels_text(group)}: the session's diagnoses ({listed}) are "
+            f"{_who(p.key for p in group.procedures)}: no diagnosis supports {group.label} at "
+            f"{_levels_text(group)}: the session's diagnoses ({listed}) are "
             f"not on the covered list for the {group.region} region.",
             tuple(dx.path for dx in ctx.diagnoses.valid) or tuple(p.path for p in group.procedures),
         )
@@ -211,7 +221,7 @@ def dx_not_covered(ctx: Context) -> Iterator[Hit]:
 @rule("radiculopathy")
 def radiculopathy(ctx: Context) -> Iterator[Hit]:
     for dx in ctx.case.radiculopathy:
-        yield Hit(f"Diagnosis {dx.code} is a radiculopathy or neurogenic claudication.", (dx.path,))
+        yield Hit(f"{dx.owner}: diagnosis {dx.code} is a radiculopathy or neurogenic claudication.", (dx.path,))
 
 
 # --------------------------------------------------------------------------- history
@@ -246,7 +256,8 @@ def frequency_limit(ctx: Context) -> Iterator[Hit]:
         if len(earlier) + 1 > allowed:
             dates = ", ".join(s.date.isoformat() for s in earlier)
             yield Hit(
-                f"This would be {_CATEGORY_WORD[category]} session {len(earlier) + 1} in the {region} region in the 12 "
+                f"{_who(ctx.case.session.keys)}: this would be {_CATEGORY_WORD[category]} session "
+                f"{len(earlier) + 1} in the {region} region in the 12 "
                 f"months {start.isoformat()} to {dos.isoformat()} (earlier: {dates}); the profile allows {allowed}.",
                 tuple(p.path for p in ctx.case.session.procedures),
             )
@@ -302,7 +313,8 @@ def diagnostic_block_prerequisite(ctx: Context) -> Iterator[Hit]:
             if len(qualifying) < needed:
                 what = "RFA" if group.family == "ablation" else "A therapeutic injection"
                 yield Hit(
-                    f"{what} at {_levels_text(group)} needs {needed} earlier diagnostic blocks in the {group.region} "
+                    f"{_who(p.key for p in group.procedures)}: {what} at {_levels_text(group)} needs {needed} "
+                    f"earlier diagnostic blocks in the {group.region} "
                     f"region at overlapping levels, each with at least {threshold:.0f}% relief; found "
                     f"{len(qualifying)} (earlier diagnostic blocks: {described}).",
                     tuple(p.path for p in group.procedures),
@@ -312,7 +324,8 @@ def diagnostic_block_prerequisite(ctx: Context) -> Iterator[Hit]:
             relief = _relief(ctx, procs)
             if relief is None or relief < threshold:
                 yield Hit(
-                    f"A further diagnostic block at {_levels_text(group)} follows the block of "
+                    f"{_who(p.key for p in group.procedures)}: a further diagnostic block at {_levels_text(group)} "
+                    "follows the block of "
                     f"{session.date.isoformat()} ({', '.join(p.key for p in procs)}) with {_relief_text(relief)}; "
                     f"a confirmatory block needs at least {threshold:.0f}% relief after the first.",
                     tuple(p.path for p in group.procedures),
@@ -332,7 +345,8 @@ def block_interval(ctx: Context) -> Iterator[Hit]:
         days = (ctx.case.session.date - session.date).days
         if days < minimum:
             yield Hit(
-                f"This diagnostic block is {days} days after the diagnostic block of {session.date.isoformat()} "
+                f"{_who(p.key for p in group.procedures)}: this diagnostic block is {days} days after the "
+                f"diagnostic block of {session.date.isoformat()} "
                 f"({', '.join(p.key for p in procs)}) in the {group.region} region; at least {minimum} days are "
                 "expected.",
                 tuple(p.path for p in group.procedures),
@@ -364,7 +378,8 @@ def pain_duration(ctx: Context) -> Iterator[Hit]:
     onset, dx = min(onsets, key=lambda pair: pair[0])
     if add_months(onset, months) > dos:
         yield Hit(
-            f"Pain began {onset.isoformat()} ({dx.code}), less than {months} months before the date of service "
+            f"{dx.owner}: pain began {onset.isoformat()} ({dx.code}), less than {months} months before the "
+            "date of service "
             f"{dos.isoformat()}.",
             tuple(filter(None, [dx.onset_path])),
         )
@@ -394,7 +409,8 @@ def conservative_care(ctx: Context) -> Iterator[Hit]:
     if days < minimum:
         kinds = ", ".join(dict.fromkeys(item.text or "care" for item in evidence.conservative_care))
         yield Hit(
-            f"Conservative care on record ({kinds}) lasted {days} days before the date of service; the profile "
+            f"{_who(item.source_key for item in evidence.conservative_care)}: conservative care on record "
+            f"({kinds}) lasted {days} days before the date of service; the profile "
             f"requires at least {minimum} days ({minimum // 7} weeks).",
             tuple(filter(None, (item.path for item in evidence.conservative_care))),
         )
@@ -411,7 +427,8 @@ def prior_auth_required(ctx: Context) -> Iterator[Hit]:
     codes = sorted({line.code for line in ctx.coding.lines if line.code in policy.codes})
     if codes:
         yield Hit(
-            f"Codes {', '.join(codes)} at place of service {case.place_of_service} need prior authorization, and "
+            f"{_who(case.session.keys)}: codes {', '.join(codes)} at place of service {case.place_of_service} "
+            "need prior authorization, and "
             "none is on record (no --prior-auth, no approved preauthorization ClaimResponse).",
             tuple(p.path for p in case.session.procedures),
         )

@@ -87,6 +87,9 @@ _GUIDANCE_WORDS: tuple[tuple[Guidance, re.Pattern[str]], ...] = (
 
 
 _GUIDANCE_PREFERENCE: tuple[Guidance, ...] = ("fluoroscopy", "ct", "ultrasound", "mri")
+_GUIDANCE_WORDS_BY_KIND: dict[Guidance, re.Pattern[str]] = dict(_GUIDANCE_WORDS)
+_FINDING_PRONE: frozenset[Guidance] = frozenset({"ct", "mri"})
+_GUIDANCE_CONTEXT = re.compile(r"guid|\bunder\b|\busing\b|\bvia\b|\bwith\b", re.IGNORECASE)
 
 
 def _negated(text: str, start: int, negators: frozenset[str]) -> bool:
@@ -128,14 +131,29 @@ def intent_of(text: object) -> Intent | None:
     return "diagnostic" if diagnostic else "therapeutic"
 
 
-def guidance_of(text: object) -> Guidance | None:
-    """The image guidance a text asserts; fluoroscopy or CT win over the others when several appear."""
+def guidance_of(text: object, *, note: bool = False) -> Guidance | None:
+    """The image guidance a text asserts; fluoroscopy or CT win over the others when several appear.
+
+    In a note, "MRI" and "computed tomography" usually report imaging findings ("MRI showed facet
+    arthropathy"), so there they count only with a guidance word in the same clause.
+    """
     if not isinstance(text, str) or not text:
         return None
     found = [kind for kind, pattern in _GUIDANCE_WORDS if _asserted(pattern, text, _DENIALS)]
+    if note:
+        found = [
+            kind for kind in found if kind not in _FINDING_PRONE or _guided_clause(text, _GUIDANCE_WORDS_BY_KIND[kind])
+        ]
     for preferred in _GUIDANCE_PREFERENCE:
         if preferred in found:
             return preferred
     if _GUIDANCE_NONE.search(text):
         return "none"
     return None
+
+
+def _guided_clause(text: str, pattern: re.Pattern[str]) -> bool:
+    for clause in _CLAUSE_BREAK.split(text):
+        if pattern.search(clause) and _GUIDANCE_CONTEXT.search(clause):
+            return True
+    return False
