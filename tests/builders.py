@@ -223,4 +223,5 @@ def rule_ids(result: Result) -> set[str]:
 
 
 def lines(result: Result) -> list[tuple[str, frozenset[str], int]]:
-    return sorted((line.code, frozenset(line.modifiers), line.quantity) for line in result.coding.lines)
+    found = [(line.code, frozenset(line.modifiers), line.quantity) for line in result.coding.lines]
+    return sorted(found, key=lambda item: (item[0], sorted(item[1]), item[2]))

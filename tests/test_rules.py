@@ -223,7 +223,7 @@ def test_conservative_care_commercial_needs_four_weeks(end: str, held: bool) -> 
     case.block("L4-L5")
     result = case.run(payer="commercial")
     assert ("conservative-care" in rule_ids(result)) is held
-    assert lines(result) == [("64493", frozenset({"RT"}), 1), ("64493", frozenset({"LT"}), 1)]
+    assert lines(result) == [("64493", frozenset({"LT"}), 1), ("64493", frozenset({"RT"}), 1)]
 
 
 def test_radiculopathy_warns() -> None:
