@@ -79,10 +79,11 @@ class ResourceIndex:
     def get(self, key: str) -> Res | None:
         """A resource by `Type/id`, or a contained one by `Type/id#inner` (its Res.key)."""
         if "#" in key:
-            container_key, _, inner = key.partition("#")
-            container = self._by_key.get(container_key)
+            container_key, _, inner = key.rpartition("#")
+            container = self._by_key.get(container_key) or self._by_url.get(container_key)
             return container.contained.get(inner) if container is not None else None
-        return self._by_key.get(key)
+        # Resources without an id (transaction POST entries) are keyed by their fullUrl.
+        return self._by_key.get(key) or self._by_url.get(key)
 
     def resolve(self, reference: object, context: Res | None = None) -> Res | None:
         """Resolve a Reference (dict) or reference string the way a Bundle reader must."""

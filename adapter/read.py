@@ -842,6 +842,8 @@ class _PatientReader:
     def relief(self, proc: FacetProcedure) -> Relief:
         """Relief after an earlier block, from Observations linked to it by partOf or focus."""
         target = self.index.get(proc.key)
+        if target is None:
+            return Relief(percent=None, source_keys=[], path=None)
         percents: list[tuple[float, Res]] = []
         pains: list[tuple[dt.datetime | None, dt.date | None, float, Res]] = []
         for res in self.index.of_type("Observation"):
