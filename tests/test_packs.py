@@ -12,6 +12,7 @@ from conftest import REPO, run_cli
 from adapter.packs import RULE_IDS, available_packs, dx_regions, load_pack
 
 EXAMPLE = REPO / "examples" / "medicare-lumbar-bilateral" / "input.json"
+HEAD = 'name = "broken"\nversion = "1"\nextends = "medicare"\ntitle = "x"\n'
 
 
 def test_shipped_packs() -> None:
@@ -85,7 +86,7 @@ def test_site_pack_extends_a_shipped_pack(tmp_path: Path) -> None:
     ("text", "message"),
     [
         (
-            'name = "broken"\nversion = "1"\nextends = "medicare"\ntitle = "x"\n[rules.frequency-limit]\nseverity = "fatal"\n',
+            HEAD + '[rules.frequency-limit]\nseverity = "fatal"\n',
             "severity",
         ),
         (
@@ -93,7 +94,7 @@ def test_site_pack_extends_a_shipped_pack(tmp_path: Path) -> None:
             "unknown rules",
         ),
         (
-            'name = "broken"\nversion = "1"\nextends = "medicare"\ntitle = "x"\n[rules.radiculopathy]\ncitation = "{nope}"\n',
+            HEAD + '[rules.radiculopathy]\ncitation = "{nope}"\n',
             "unknown document",
         ),
         ('name = "broken"\nversion = "1"\nextends = "broken"\ntitle = "x"\n', "circular"),
