@@ -1,0 +1,424 @@
+"""The FHIR server commands: `sync`, `subscribe` and `sandbox` (loaded lazily by adapter.cli).
+
+Exit statuses as for `claim`: 0 every session clean, 1 some held, 2 input or usage error,
+4 the FHIR server failed. Errors reach standard error as an OperationOutcome through
+`adapter.cli.main`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+import orjson
+
+from .errors import AdapterError, UsageError
+from .fhirclient import (
+    Auth,
+    BearerToken,
+    FhirClient,
+    FhirProtocolError,
+    SmartBackendServices,
+    entry_results,
+    outcome_errors,
+)
+from .sync import (
+    FACET_CODE_SYSTEMS,
+    SyncOutcome,
+    as_transaction,
+    combined_exit,
+    facet_code_tokens,
+    facet_codes,
+    failed_outcome,
+    prefixed_id,
+    sync_patient,
+    sync_procedure,
+    sync_since,
+)
+
+if TYPE_CHECKING:
+    from .model import Use
+
+_DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+SUBSCRIPTION_TAG_SYSTEM = "urn:facet-adapter:subscription"
+SUBSCRIPTION_TAG = "facet-procedures"
+REPO_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def _server_options(token_help: str, bearer_flag: str = "--token") -> list[Callable[[Any], Any]]:
+    return [
+        click.option("--fhir-base", required=True, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir."),
+        click.option(
+            bearer_flag,
+            "server_token",
+            envvar="FACET_ADAPTER_FHIR_TOKEN",
+            help=token_help + " (or FACET_ADAPTER_FHIR_TOKEN).",
+        ),
+        click.option("--smart-token-url", help="SMART Backend Services token endpoint."),
+        click.option("--smart-client-id", help="SMART client id (iss and sub of the assertion)."),
+        click.option("--smart-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key file."),
+        click.option("--smart-kid", help="Key id (kid) registered with the server's JWKS."),
+        click.option("--smart-scope", default="system/*.read system/Claim.write system/Task.write", show_default=True),
+        click.option("--smart-alg", type=click.Choice(["RS384", "ES384"]), default="RS384", show_default=True),
+        click.option("--timeout", type=float, default=30.0, show_default=True, help="Read timeout in seconds."),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 10),
+            default=4,
+            show_default=True,
+            help="Retries on 429/502/503/504 and connection errors.",
+        ),
+    ]
+
+
+def server_options(token_help: str, bearer_flag: str = "--token") -> Callable[[Any], Any]:
+    """The options every server command shares: base URL, bearer token or SMART, timeout."""
+
+    def decorate(function: Any) -> Any:
+        for decorator in reversed(_server_options(token_help, bearer_flag)):
+            function = decorator(function)
+        return function
+
+    return decorate
+
+
+def make_client(
+    fhir_base: str,
+    *,
+    server_token: str | None = None,
+    smart_token_url: str | None = None,
+    smart_client_id: str | None = None,
+    smart_key: str | None = None,
+    smart_kid: str | None = None,
+    smart_scope: str = "system/*.read",
+    smart_alg: str = "RS384",
+    timeout: float = 30.0,
+    retries: int = 4,
+) -> FhirClient:
+    """The client the server options describe (bearer token, SMART Backend Services or none)."""
+    auth: Auth | None = None
+    smart = [smart_token_url, smart_client_id, smart_key, smart_kid]
+    if any(smart):
+        if not all(smart):
+            raise UsageError(
+                "SMART Backend Services needs --smart-token-url, --smart-client-id, --smart-key and --smart-kid."
+            )
+        if server_token:
+            raise UsageError("Give either a bearer token or the SMART options, not both.")
+        key = Path(str(smart_key)).read_bytes()
+        auth = SmartBackendServices(
+            str(smart_token_url), str(smart_client_id), key, str(smart_kid), smart_scope, smart_alg
+        )
+    elif server_token:
+        auth = BearerToken(server_token)
+    return FhirClient(fhir_base, auth=auth, timeout=(5.0, timeout), retries=retries)
+
+
+def _pipeline_options(payer: str | None, use: str, pos: str | None, prior_auth: str | None) -> Any:
+    from .pipeline import Options, validate_options
+
+    options = Options(
+        payer=payer.lower() if payer else None, use=cast("Use", use), pos=pos, prior_auth=prior_auth or None
+    )
+    validate_options(options)
+    return options
+
+
+def _write(data: bytes | str) -> None:
+    if isinstance(data, str):
+        sys.stdout.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- sync
+
+
+@click.command()
+@click.option("--procedure", "procedure_id", help="Sync this facet Procedure's session (id or Procedure/id).")
+@click.option("--patient", "patient_id", help="Sync this patient's latest facet session.")
+@click.option("--since", help="Sync every session with a facet procedure updated since this date or instant.")
+@click.option("--payer", help="Payer profile (rule pack), e.g. medicare, commercial. Default: from the Coverage.")
+@click.option("--use", type=click.Choice(["claim", "preauthorization"]), default="claim", show_default=True)
+@click.option("--pos", help="CMS place-of-service code (two digits). Default: from the encounter's location.")
+@click.option("--prior-auth", help="Prior authorization number on record for this session.")
+@click.option("--dry-run", is_flag=True, help="Read and code, but write nothing; print what would be written.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="text: a table; json: the outcomes. Default: text on a terminal, else json.",
+)
+@server_options("Bearer token for the FHIR server")
+def sync(
+    procedure_id: str | None,
+    patient_id: str | None,
+    since: str | None,
+    payer: str | None,
+    use: str,
+    pos: str | None,
+    prior_auth: str | None,
+    dry_run: bool,
+    output_format: str | None,
+    **server: Any,
+) -> None:
+    """Code and check facet sessions on a FHIR server and write their Claims back.
+
+    Exactly one of --procedure, --patient or --since. A Claim is created once per session (found
+    again by its identifier, updated when the record changed); a held Claim is written as draft
+    with a Task for the work queue."""
+    chosen = [
+        name for name, value in (("--procedure", procedure_id), ("--patient", patient_id), ("--since", since)) if value
+    ]
+    if len(chosen) != 1:
+        raise UsageError("Give exactly one of --procedure, --patient or --since.")
+    options = _pipeline_options(payer, use, pos, prior_auth)
+    client = make_client(**server)
+    if procedure_id:
+        outcomes = [sync_procedure(client, procedure_id, options, dry_run=dry_run)]
+    elif patient_id:
+        outcomes = [sync_patient(client, patient_id, options, dry_run=dry_run)]
+    else:
+        outcomes = sync_since(client, str(since), options, dry_run=dry_run)
+    chosen_format = output_format or ("text" if sys.stdout.isatty() else "json")
+    if chosen_format == "json":
+        payload = {"dryRun": dry_run, "results": [o.to_dict(resources=dry_run) for o in outcomes]}
+        _write(orjson.dumps(payload, option=_DUMP))
+    else:
+        _write(sync_text(outcomes, dry_run=dry_run))
+    raise SystemExit(combined_exit(outcomes))
+
+
+def _findings_text(outcome: SyncOutcome) -> str:
+    if outcome.error is not None:
+        issue = (outcome.error.get("issue") or [{}])[0]
+        return f"not synced: {issue.get('details', {}).get('text', 'error')}"
+    shown = [f"{f.rule_id}({f.severity[0].upper()})" for f in outcome.findings if f.severity in ("error", "warning")]
+    info = sum(1 for f in outcome.findings if f.severity == "information")
+    text = " ".join(shown) or "none"
+    return text + (f" +{info} info" if info else "")
+
+
+def sync_text(outcomes: Sequence[SyncOutcome], *, dry_run: bool) -> str:
+    out = []
+    if not outcomes:
+        out.append("No facet session to sync.")
+    else:
+        out.append(f"{'Procedure':<34} {'Claim':<44} {'Status':<7} {'Claim action':<13} {'Task':<13} Lines / findings")
+        for o in outcomes:
+            claim = f"Claim/{o.claim_id}" if o.claim_id else "-"
+            task = o.task_action if o.task_action != "none" else "-"
+            lines = " ".join(o.lines) or "-"
+            out.append(
+                f"{o.procedure:<34} {claim:<44} {o.claim_status or '-':<7} {o.claim_action:<13} {task:<13} "
+                f"{lines} | {_findings_text(o)}"
+            )
+    held = sum(1 for o in outcomes if o.exit_code == 1)
+    failed = sum(1 for o in outcomes if o.exit_code >= 2)
+    out.append("")
+    out.append(
+        f"{len(outcomes)} session(s): {len(outcomes) - held - failed} ready, {held} held, {failed} not synced"
+        + (" (dry run: nothing written)" if dry_run else "")
+    )
+    if dry_run:
+        for o in outcomes:
+            if o.claim is not None and o.claim_action.startswith("would-"):
+                out.append(f"\nWould {o.claim_action[6:]} the Claim for {o.procedure}:")
+                out.append(orjson.dumps(o.claim, option=orjson.OPT_INDENT_2).decode())
+            if o.task is not None and o.task_action.startswith("would-"):
+                out.append(f"\nWould {o.task_action[6:]} the Task for {o.procedure}:")
+                out.append(orjson.dumps(o.task, option=orjson.OPT_INDENT_2).decode())
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- subscribe
+
+
+def subscription_criteria() -> str:
+    return f"Procedure?code={facet_code_tokens()}"
+
+
+def desired_subscription(endpoint: str, token: str | None) -> dict[str, Any]:
+    channel: dict[str, Any] = {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json"}
+    if token:
+        channel["header"] = [f"Authorization: Bearer {token}"]
+    return {
+        "resourceType": "Subscription",
+        "meta": {"tag": [{"system": SUBSCRIPTION_TAG_SYSTEM, "code": SUBSCRIPTION_TAG}]},
+        "status": "requested",
+        "reason": "facet-adapter: code and check facet joint procedures as they are recorded",
+        "criteria": subscription_criteria(),
+        "channel": channel,
+    }
+
+
+def subscribe_to(client: FhirClient, endpoint: str, token: str | None) -> tuple[dict[str, Any], str]:
+    """Create the rest-hook Subscription, or refresh the one this adapter made earlier for the
+    same endpoint (found by its tag). Returns (the Subscription, "created" | "refreshed")."""
+    wanted = desired_subscription(endpoint, token)
+    existing = [
+        s
+        for s in client.search("Subscription", [("_tag", f"{SUBSCRIPTION_TAG_SYSTEM}|{SUBSCRIPTION_TAG}")])
+        if s.get("resourceType") == "Subscription" and s.get("channel", {}).get("endpoint") == endpoint
+    ]
+    if not existing:
+        stored, _ = client.create(wanted)
+        return stored, "created"
+    existing.sort(key=lambda s: str(s.get("id")))
+    current = existing[0]
+    # The update re-sends `requested` (R4: a client sets only requested or off): HAPI and the
+    # test server activate it again, also one the server had set `off` or `error`, and the
+    # public HAPI server's hourly expiry looks at _lastUpdated, which this bumps.
+    stored = client.update({**current, **wanted, "id": current["id"]})
+    for extra in existing[1:]:
+        client.delete("Subscription", str(extra["id"]))
+    return stored, "refreshed"
+
+
+@click.command()
+@click.option("--endpoint", required=True, help="The adapter's rest-hook URL the server calls.")
+@click.option(
+    "--token",
+    "hook_token",
+    envvar="FACET_ADAPTER_HOOK_TOKEN",
+    help="Sent by the server as 'Authorization: Bearer <token>' on each notification (or FACET_ADAPTER_HOOK_TOKEN).",
+)
+@server_options("Bearer token for the FHIR server itself", "--server-token")
+def subscribe(
+    endpoint: str,
+    hook_token: str | None,
+    **server: Any,
+) -> None:
+    """Create or refresh the rest-hook Subscription for the facet CPT codes."""
+    if not endpoint.startswith(("http://", "https://")):
+        raise UsageError("--endpoint must be an http(s) URL.")
+    client = make_client(**server)
+    stored, action = subscribe_to(client, endpoint, hook_token)
+    headers = [h.split(":", 1)[0] + ": ***" for h in stored.get("channel", {}).get("header", [])]
+    _write(
+        f"Subscription/{stored.get('id')} {action}: status {stored.get('status')}, endpoint {endpoint}, "
+        f"payload {stored.get('channel', {}).get('payload')}, headers {headers or 'none'}\n"
+        f"criteria: Procedure?code= the {len(facet_codes())} facet codes under {len(FACET_CODE_SYSTEMS)} code systems "
+        "(CPT and both HCPCS URIs)\n"
+    )
+
+
+# --------------------------------------------------------------------------- sandbox
+
+
+def example_dirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and any(d.glob("input.*")))
+
+
+def load_example(client: FhirClient, directory: Path, id_prefix: str) -> dict[str, Any]:
+    """Load one example's input into the server as a transaction of PUTs (idempotent)."""
+    source = next(iter(sorted(directory.glob("input.*"))))
+    bundle = as_transaction(source.read_bytes(), id_prefix=id_prefix, name=source.name)
+    response = client.transaction(bundle)
+    failed = [r for r in entry_results(response) if r.status is None or r.status >= 400 or outcome_errors(r.outcome)]
+    if failed:
+        # A transaction is all or nothing, so this means a server that answers it like a batch.
+        raise FhirProtocolError(f"The server did not store {len(failed)} resource(s) of {directory.name}.")
+    return bundle
+
+
+def example_sessions(directory: Path, options: Any) -> list[str]:
+    """Focus keys of every session in the example: its earlier facet sessions, then the latest."""
+    from .pipeline import process
+
+    source = next(iter(sorted(directory.glob("input.*"))))
+    result = process(source.read_bytes(), options, name=source.name)
+    keys = [] if options.use == "preauthorization" else [s.keys[0] for s in result.case.history]
+    return [*keys, result.case.session.keys[0]]
+
+
+def sandbox_rows(client: FhirClient, root: Path, prefix: str) -> list[tuple[str, SyncOutcome]]:
+    from .pipeline import Options
+
+    rows: list[tuple[str, SyncOutcome]] = []
+    for directory in example_dirs(root):
+        args_file = directory / "args.json"
+        args = orjson.loads(args_file.read_bytes()) if args_file.exists() else {}
+        options = Options(
+            payer=args.get("payer"),
+            use=args.get("use", "claim"),
+            pos=args.get("pos"),
+            prior_auth=args.get("prior_auth"),
+        )
+        id_prefix = f"{prefix}{directory.name}-" if prefix else ""
+        load_example(client, directory, id_prefix)
+        try:
+            sessions = example_sessions(directory, options)
+        except AdapterError as exc:
+            rows.append((directory.name, failed_outcome(directory.name, exc)))
+            continue
+        for key in sessions:
+            type_, _, id_ = key.partition("/")
+            try:
+                outcome = sync_procedure(client, f"{type_}/{prefixed_id(id_prefix, id_)}", options)
+            except AdapterError as exc:
+                if exc.exit_code == 4:
+                    raise
+                outcome = failed_outcome(key, exc)
+            rows.append((directory.name, outcome))
+    return rows
+
+
+def sandbox_text(rows: Sequence[tuple[str, SyncOutcome]]) -> str:
+    out = [f"{'Example':<34} {'Procedure':<52} {'Claim id':<38} {'Status':<7} {'Lines':<26} Findings"]
+    for example, o in rows:
+        lines = " ".join(o.lines) or "-"
+        out.append(
+            f"{example:<34} {o.procedure:<52} {o.claim_id or '-':<38} {o.claim_status or '-':<7} {lines:<26} "
+            f"{_findings_text(o)}"
+        )
+    held = sum(1 for _, o in rows if o.exit_code == 1)
+    failed = sum(1 for _, o in rows if o.exit_code >= 2)
+    out.append("")
+    out.append(f"{len(rows)} session(s): {len(rows) - held - failed} ready, {held} held, {failed} not synced")
+    return "\n".join(out) + "\n"
+
+
+@click.command()
+@click.option(
+    "--examples",
+    "examples_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Folder of examples (each with input.* and args.json). Default: the project's examples/.",
+)
+@click.option(
+    "--id-prefix",
+    default="fa-",
+    show_default=True,
+    help="Prefix for every loaded id (then the example name), so examples that reuse ids, or other "
+    "data on a shared server, are not overwritten. Empty: load the ids as they are.",
+)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@server_options("Bearer token for the FHIR server")
+def sandbox(
+    examples_dir: str | None,
+    id_prefix: str,
+    output_format: str,
+    **server: Any,
+) -> None:
+    """Load the examples into a FHIR server, sync every facet session in them, print what came back."""
+    root = Path(examples_dir) if examples_dir else REPO_EXAMPLES
+    if not root.is_dir() or not example_dirs(root):
+        raise UsageError("No examples found; give --examples DIR (folders with input.* and args.json).")
+    client = make_client(**server)
+    rows = sandbox_rows(client, root, id_prefix)
+    if output_format == "json":
+        payload = [dict(o.to_dict(), example=example) for example, o in rows]
+        _write(orjson.dumps(payload, option=_DUMP))
+    else:
+        _write(sandbox_text(rows))
+    raise SystemExit(combined_exit([o for _, o in rows]))

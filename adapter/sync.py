@@ -1,0 +1,875 @@
+"""Server sync: gather a facet session's context from a FHIR server, code and check it with the
+library (`adapter.pipeline.process`), and write the Claim back, idempotently.
+
+Public calls (the Subscription service calls `sync_procedure`):
+
+- `gather(client, procedure_id)` → the resources a session needs, as a list of dicts;
+- `sync_procedure(client, procedure_id, options, dry_run=False)` → `SyncOutcome`;
+- `sync_patient(client, patient_id, options, dry_run=False)` → `SyncOutcome` (latest session);
+- `sync_since(client, since, options, dry_run=False)` → one `SyncOutcome` per session whose
+  facet procedures changed since then;
+- `as_transaction(raw)` → an input file (Bundle of any type, NDJSON) as a transaction Bundle of
+  `PUT Type/id` entries (the sandbox loader).
+
+Write-back rules:
+
+- The Claim is the first entry of the library's Bundle, its references rewritten from the
+  Bundle's fullUrls (`{base}/Type/id`) to relative server references (`Type/id`). A resource
+  that exists only *inside* another one (a contained resource the writer lifted into its own
+  Bundle entry) has no server address; it is contained in the Claim again (`#id`). Pointing at
+  the container instead would give `Claim.patient` / `insurance.coverage` a reference of the
+  wrong type, and dropping the reference would break required elements.
+- The Claim is found by its deterministic identifier (`urn:ietf:rfc:3986|urn:uuid:<id>`, derived
+  from patient, date, session procedures and use). None yet → one transaction: Claim as a
+  conditional create (`ifNoneExist` on the identifier) plus, when held, the Task that focuses it
+  by `urn:uuid`. Found, with different content → `PUT` with `If-Match` on the version read, so a
+  concurrent writer makes us re-read (412) instead of overwriting. Same content → nothing
+  written. So there is always exactly one current Claim per session, however often it syncs.
+- A held result gets a work-queue Task (status requested, intent order, focus the Claim, for the
+  patient, an identifier derived from the Claim's, one `input` per error/warning finding). When
+  a later sync finds no error, an open Task is set `completed` (the findings were resolved).
+- A Claim a person set `cancelled` or `entered-in-error` is left alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import AdapterError, InputError, NoFacetProcedureError, UsageError
+from .fhirclient import FhirClient, FhirConflict, FhirNotFound, FhirRequestRejected, entry_results, parse_location
+from .fhirpath import CPT, HCPCS, HCPCS_HTTPS, LOINC, add_months, parse_date, period_start_end
+from .findings import Finding
+from .outcome import RULE_SYSTEM
+from .pipeline import Options, Result, process
+from .write import IDENTIFIER_SYSTEM, NAMESPACE, PACK_TAG_SYSTEM, claim_identifier
+
+log = logging.getLogger(__name__)
+
+FACET_CODE_SYSTEMS = (CPT, HCPCS, HCPCS_HTTPS)
+TASK_CODE_SYSTEM = "urn:facet-adapter:task"
+TASK_CODE = "review-held-claim"
+HISTORY_MONTHS = 24
+PAIN_LOINC = "72514-3"
+DISABILITY_LOINC = "97909-6"
+OPEN_TASK_STATUSES = frozenset({"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"})
+LEFT_ALONE_CLAIM_STATUSES = frozenset({"cancelled", "entered-in-error"})
+MAX_WRITE_ATTEMPTS = 3
+RESOLVED = "resolved"  # Task.businessStatus.text when a sync closed the Task
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # R4 id datatype
+_CHUNK = 20  # references per `Observation?part-of=a,b,...` fallback search
+
+
+def facet_codes() -> list[str]:
+    from .read import code_tables
+
+    return sorted(code_tables().facet_codes)
+
+
+def facet_code_tokens(systems: Sequence[str] = FACET_CODE_SYSTEMS) -> str:
+    """`system|code,...` for every facet code: a token search OR-list (CPT and HCPCS systems)."""
+    return ",".join(f"{system}|{code}" for system in systems for code in facet_codes())
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class SyncOutcome:
+    """What one sync did (or, with dry_run, would do) for one session."""
+
+    procedure: str  # the focus, "Procedure/123"
+    dry_run: bool
+    exit_code: int
+    findings: list[Finding] = field(default_factory=list)
+    patient: str | None = None
+    date: str | None = None
+    session: list[str] = field(default_factory=list)
+    claim_identifier: str | None = None  # the deterministic uuid in Claim.identifier
+    claim_id: str | None = None  # the server's id
+    claim_version: str | None = None
+    claim_status: str | None = None
+    claim_action: str = "none"  # created | updated | unchanged | kept | would-create | would-update
+    created: bool = False
+    updated: bool = False
+    task_id: str | None = None
+    task_status: str | None = None
+    task_action: str = "none"  # created | updated | completed | unchanged | would-... | none
+    lines: list[str] = field(default_factory=list)  # "64493-50-KX"
+    claim: dict[str, Any] | None = None  # the Claim as written (or as it would be written)
+    task: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None  # the findings as an OperationOutcome
+    error: dict[str, Any] | None = None  # an input error for this session (exit 2), as an OperationOutcome
+
+    @property
+    def held(self) -> bool:
+        return self.exit_code == 1
+
+    def to_dict(self, *, resources: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "procedure": self.procedure,
+            "patient": self.patient,
+            "date": self.date,
+            "session": self.session,
+            "exitCode": self.exit_code,
+            "dryRun": self.dry_run,
+            "claimIdentifier": self.claim_identifier,
+            "claimId": self.claim_id,
+            "claimVersion": self.claim_version,
+            "claimStatus": self.claim_status,
+            "claimAction": self.claim_action,
+            "taskId": self.task_id,
+            "taskStatus": self.task_status,
+            "taskAction": self.task_action,
+            "lines": self.lines,
+            "findings": [
+                {"ruleId": f.rule_id, "severity": f.severity, "message": f.message, "carc": f.carc}
+                for f in self.findings
+            ],
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        if resources:
+            out["claim"] = self.claim
+            out["task"] = self.task
+        return out
+
+
+def failed_outcome(procedure: str, error: AdapterError, *, dry_run: bool = False) -> SyncOutcome:
+    return SyncOutcome(
+        procedure=procedure, dry_run=dry_run, exit_code=error.exit_code, error=error.to_operation_outcome()
+    )
+
+
+# --------------------------------------------------------------------------- gather
+
+
+def focus_key(procedure_id: str, use: str = "claim") -> str:
+    """`123` → `Procedure/123` (`ServiceRequest/123` for preauthorization); `Type/id` and
+    absolute references are kept as `Type/id`."""
+    location = parse_location(procedure_id) if "/" in procedure_id else None
+    if location is not None:
+        if location.type not in ("Procedure", "ServiceRequest") or not _ID.fullmatch(location.id):
+            raise UsageError("A procedure id is `123`, `Procedure/123` or `ServiceRequest/123`.")
+        return location.reference
+    if not _ID.fullmatch(procedure_id):
+        raise UsageError("A procedure id is `123`, `Procedure/123` or `ServiceRequest/123`.")
+    return f"{'ServiceRequest' if use == 'preauthorization' else 'Procedure'}/{procedure_id}"
+
+
+class _Found:
+    """Gathered resources by `Type/id`, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def add(self, resource: Mapping[str, Any]) -> None:
+        type_, id_ = resource.get("resourceType"), resource.get("id")
+        if isinstance(type_, str) and isinstance(id_, str) and type_ != "OperationOutcome":
+            self.items.setdefault(f"{type_}/{id_}", dict(resource))
+
+    def extend(self, resources: Iterator[dict[str, Any]]) -> None:
+        for resource in resources:
+            self.add(resource)
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [r for r in self.items.values() if r.get("resourceType") in types]
+
+
+def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list[dict[str, Any]]:
+    """The facet procedure's session context from the server.
+
+    The Procedure (or ServiceRequest), its Patient, the patient's Procedures of the 24 months
+    before the date of service (facet history, guidance, conservative care) with their
+    performers, encounters and the Observations that report on them (relief), the facet
+    ServiceRequests, Conditions, pain/disability Observations, Coverage with its payor, the
+    Encounter(s) of the date of service with Location and service provider, medication
+    statements/requests, preauthorization ClaimResponses. `_include`/`_revinclude` are used
+    when the CapabilityStatement lists them; otherwise (and for whatever they missed) the
+    referenced resources are read one by one.
+    """
+    key = focus_key(procedure_id, use)
+    type_, _, id_ = key.partition("/")
+    try:
+        focus = client.read(type_, id_)
+    except FhirNotFound:
+        raise NoFacetProcedureError(f"{key} does not exist on the FHIR server.") from None
+    found = _Found()
+    found.add(focus)
+    subject = _reference(focus.get("subject"))
+    patient = parse_location(client.relative(subject)) if subject and "://" not in client.relative(subject) else None
+    if patient is None or patient.type != "Patient":
+        return list(found.items.values())  # the pipeline reports what is missing
+    pid = patient.id
+    try:
+        found.add(client.read("Patient", pid))
+    except FhirNotFound:
+        log.warning("%s names Patient/%s, which the server does not have", key, pid)
+    dos = _date_of(focus)
+    since = add_months(dos, -HISTORY_MONTHS) if dos is not None else None
+
+    def search(resource_type: str, params: list[tuple[str, str]], includes: Sequence[str] = ()) -> None:
+        wanted = [i for i in includes if client.supports_include(resource_type, i)]
+        found.extend(client.search(resource_type, [*params, *(("_include", i) for i in wanted), ("_count", "100")]))
+
+    # `subject=Patient/x`, not `patient=x`: the same on HAPI, but the `patient` parameters are
+    # defined with resolve() and cost the test server a FHIRPath evaluation per resource.
+    by_patient = ("subject", f"Patient/{pid}")
+    procedure_params = [by_patient] + ([("date", f"ge{since.isoformat()}")] if since else [])
+    revincludes = [
+        i for i in ("Observation:part-of", "Observation:focus") if client.supports_include("Procedure", i, reverse=True)
+    ]
+    search(
+        "Procedure",
+        procedure_params + [("_revinclude", i) for i in revincludes],
+        ("Procedure:performer", "Procedure:encounter"),
+    )
+    search(
+        "ServiceRequest",
+        [by_patient, ("code", facet_code_tokens())],
+        ("ServiceRequest:performer", "ServiceRequest:requester"),
+    )
+    search("Condition", [by_patient])
+    search("Observation", [by_patient, ("code", f"{LOINC}|{PAIN_LOINC},{LOINC}|{DISABILITY_LOINC}")])
+    search("Coverage", [("beneficiary", f"Patient/{pid}")], ("Coverage:payor",))
+    if dos is not None:
+        # ge + le on a period means "overlaps the day": the Encounter whose period covers it.
+        encounter_params = [by_patient, ("date", f"ge{dos.isoformat()}"), ("date", f"le{dos.isoformat()}")]
+        search("Encounter", encounter_params, ("Encounter:location", "Encounter:service-provider"))
+    search("MedicationStatement", [by_patient], ("MedicationStatement:medication",))
+    search("MedicationRequest", [by_patient], ("MedicationRequest:medication",))
+    search("ClaimResponse", [("patient", f"Patient/{pid}"), ("use", "preauthorization")])
+    if len(revincludes) < 2:
+        _observations_about(client, found)
+    _read_missing(client, found)
+    log.info("gathered %d resource(s) for %s", len(found.items), key)
+    return list(found.items.values())
+
+
+def _observations_about(client: FhirClient, found: _Found) -> None:
+    """What `_revinclude=Observation:part-of/focus` would have given: relief reports."""
+    keys = [f"Procedure/{p['id']}" for p in found.of_type("Procedure")]
+    for start in range(0, len(keys), _CHUNK):
+        chunk = ",".join(keys[start : start + _CHUNK])
+        for param in ("part-of", "focus"):
+            try:
+                found.extend(client.search("Observation", [(param, chunk), ("_count", "100")]))
+            except FhirRequestRejected as exc:
+                if exc.status != 400:
+                    raise
+                log.info("the server cannot search Observation by %s; skipped", param)
+
+
+# Which references of which resources the reader follows, so they must be on hand.
+_FOLLOWED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Procedure": (
+        ("performer", "actor"),
+        ("encounter",),
+        ("partOf",),
+        ("reasonReference",),
+        ("extension", "valueReference"),  # procedure-targetBodyStructure: levels and sides
+    ),
+    "ServiceRequest": (
+        ("performer",),
+        ("requester",),
+        ("encounter",),
+        ("reasonReference",),
+        ("extension", "valueReference"),
+    ),
+    "Encounter": (("location", "location"), ("serviceProvider",), ("diagnosis", "condition")),
+    "Coverage": (("payor",),),
+    "MedicationStatement": (("medicationReference",),),
+    "MedicationRequest": (("medicationReference",),),
+}
+
+
+def _read_missing(client: FhirClient, found: _Found) -> None:
+    """Read referenced resources the searches did not return (two hops: Procedure → Encounter →
+    Location). Missing targets are left out; the reader treats them as not on record."""
+    tried: set[str] = set()
+    for _ in range(2):
+        wanted: list[str] = []
+        for resource in list(found.items.values()):
+            for path in _FOLLOWED.get(str(resource.get("resourceType")), ()):
+                for value in _values_at(resource, path):
+                    reference = _reference(value)
+                    if not reference or reference.startswith(("#", "urn:")):
+                        continue
+                    relative = client.relative(reference)
+                    location = parse_location(relative) if "://" not in relative else None
+                    if location is None or location.reference in found.items or location.reference in tried:
+                        continue
+                    tried.add(location.reference)
+                    wanted.append(location.reference)
+        if not wanted:
+            return
+        for reference in wanted:
+            type_, _, id_ = reference.partition("/")
+            try:
+                found.add(client.read(type_, id_))
+            except FhirNotFound:
+                log.info("%s is referenced but not on the server", reference)
+
+
+def _values_at(resource: Mapping[str, Any], path: Sequence[str]) -> Iterator[Any]:
+    values: list[Any] = [resource]
+    for name in path:
+        nxt: list[Any] = []
+        for value in values:
+            if isinstance(value, Mapping):
+                item = value.get(name)
+                nxt.extend(item if isinstance(item, list) else [item] if item is not None else [])
+        values = nxt
+    yield from values
+
+
+def _reference(value: Any) -> str | None:
+    if isinstance(value, Mapping) and isinstance(value.get("reference"), str):
+        return str(value["reference"])
+    return None
+
+
+def _date_of(resource: Mapping[str, Any]) -> dt.date | None:
+    if resource.get("resourceType") == "ServiceRequest":
+        start = period_start_end(resource, "occurrence")[0] or resource.get("authoredOn")
+    else:
+        start = period_start_end(resource, "performed")[0]
+    return parse_date(start)
+
+
+def input_bundle(client: FhirClient, resources: Sequence[Mapping[str, Any]]) -> bytes:
+    """A collection Bundle whose fullUrls are the resources' server addresses, so relative and
+    absolute references between them resolve."""
+    entries = [
+        {"fullUrl": f"{client.base_url}/{r['resourceType']}/{r['id']}", "resource": r}
+        for r in resources
+        if isinstance(r.get("id"), str)
+    ]
+    return orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries})
+
+
+# --------------------------------------------------------------------------- sync
+
+
+def sync_procedure(
+    client: FhirClient,
+    procedure_id: str,
+    options: Options,
+    *,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+) -> SyncOutcome:
+    """Code and check the session of one facet Procedure (ServiceRequest for preauthorization)
+    and write its Claim (and Task when held) back. Raises InputError subclasses (exit 2) when
+    the procedure is not a billable facet procedure, FhirError subclasses (exit 4) on server
+    failures."""
+    key = focus_key(procedure_id, options.use)
+    resources = gather(client, key, use=options.use)
+    result = process(input_bundle(client, resources), dataclasses.replace(options, focus=key), name="server record")
+    return write_back(client, result, key, dry_run=dry_run, now=now)
+
+
+def sync_patient(
+    client: FhirClient,
+    patient_id: str,
+    options: Options,
+    *,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+) -> SyncOutcome:
+    """Sync the patient's latest facet session (as `facet-adapter claim` picks it in a file)."""
+    location = parse_location(patient_id) if "/" in patient_id else None
+    pid = location.id if location is not None else patient_id
+    if not _ID.fullmatch(pid) or (location is not None and location.type != "Patient"):
+        raise UsageError("A patient id is `123` or `Patient/123`.")
+    try:
+        patient = client.read("Patient", pid)
+    except FhirNotFound:
+        raise NoFacetProcedureError(f"Patient/{pid} does not exist on the FHIR server.") from None
+    type_ = "ServiceRequest" if options.use == "preauthorization" else "Procedure"
+    candidates = list(client.search(type_, [("subject", f"Patient/{pid}"), ("_count", "100")]))
+    if not candidates:
+        raise NoFacetProcedureError(f"Patient/{pid} has no {type_} on the FHIR server.")
+    # The library decides what the latest billable facet session is (codes, words, status, date).
+    latest = process(
+        input_bundle(client, [patient, *candidates]),
+        dataclasses.replace(options, focus=None),
+        name="server record",
+    )
+    return sync_procedure(client, latest.case.session.keys[0], options, dry_run=dry_run, now=now)
+
+
+def sync_since(
+    client: FhirClient,
+    since: str,
+    options: Options,
+    *,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+) -> list[SyncOutcome]:
+    """Sync every session with a facet Procedure (ServiceRequest for preauthorization) whose
+    `_lastUpdated` is at or after `since` (a date or an instant), searched by the facet CPT codes.
+    One sync per (patient, date of service). An input error in one session is reported in its
+    outcome (exit 2) and the others go on; a server error stops the run."""
+    _check_since(since)
+    preauth = options.use == "preauthorization"
+    type_ = "ServiceRequest" if preauth else "Procedure"
+    params = [
+        ("code", facet_code_tokens()),
+        ("_lastUpdated", f"ge{since}"),
+        ("status", "active,draft" if preauth else "completed"),
+        ("_count", "100"),
+    ]
+    sessions: dict[tuple[str, str], str] = {}
+    for resource in client.search(type_, params):
+        if resource.get("resourceType") != type_:
+            continue
+        patient = client.relative(_reference(resource.get("subject")) or "")
+        day = _date_of(resource)
+        session = (patient, day.isoformat() if day else f"undated:{resource.get('id')}")
+        sessions.setdefault(session, f"{type_}/{resource['id']}")
+    log.info("%d session(s) with facet procedures updated since the given time", len(sessions))
+    outcomes: list[SyncOutcome] = []
+    for key in sessions.values():
+        try:
+            outcomes.append(sync_procedure(client, key, options, dry_run=dry_run, now=now))
+        except InputError as exc:
+            log.warning("%s not synced: %s", key, type(exc).__name__)
+            outcomes.append(failed_outcome(key, exc, dry_run=dry_run))
+    return outcomes
+
+
+def _check_since(since: str) -> None:
+    try:
+        if "T" in since:
+            dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+        else:
+            dt.date.fromisoformat(since)
+    except ValueError:
+        raise UsageError(
+            f"--since must be a date (2026-01-31) or an instant (2026-01-31T08:00:00Z), not {since!r}."
+        ) from None
+
+
+def combined_exit(outcomes: Sequence[SyncOutcome]) -> int:
+    """4 server error > 2 input error > 1 held > 0 clean."""
+    codes = {o.exit_code for o in outcomes}
+    for code in (4, 3, 2, 1):
+        if code in codes:
+            return code
+    return 0
+
+
+# --------------------------------------------------------------------------- write-back
+
+
+def server_claim(client: FhirClient, result: Result) -> dict[str, Any]:
+    """The Claim of `result.bundle` as it goes to the server: no id, references relative."""
+    bundle = result.bundle
+    claim: dict[str, Any] = copy.deepcopy(bundle["entry"][0]["resource"])
+    claim.pop("id", None)
+    by_url = {e["fullUrl"]: e["resource"] for e in bundle["entry"][1:] if isinstance(e.get("fullUrl"), str)}
+    containers = _lifted_containers(result)
+    contained: dict[str, dict[str, Any]] = {}
+    for holder in _reference_holders(claim):
+        reference = holder["reference"]
+        if reference.startswith(client.base_url + "/"):
+            holder["reference"] = client.relative(reference)
+        elif reference in containers and reference in by_url:
+            inner = copy.deepcopy(by_url[reference])
+            container_ref = containers[reference]
+            for inner_holder in _reference_holders(inner):
+                target = inner_holder["reference"]
+                # "#x" meant the original container (or a sibling inside it): that is the container.
+                inner_holder["reference"] = container_ref if target.startswith("#") else client.relative(target)
+            contained.setdefault(inner["id"], inner)
+            holder["reference"] = f"#{inner['id']}"
+        elif reference.startswith("urn:"):
+            # Nothing on the server answers to it; keep the element valid with a display.
+            del holder["reference"]
+            holder.setdefault("display", "not on the FHIR server")
+    if contained:
+        ordered: dict[str, Any] = {}
+        for name, value in claim.items():
+            ordered[name] = value
+            if name == "meta":
+                ordered["contained"] = list(contained.values())
+        claim = ordered if "contained" in ordered else {**claim, "contained": list(contained.values())}
+    return claim
+
+
+def _lifted_containers(result: Result) -> dict[str, str]:
+    """urn:uuid fullUrl the writer gave a contained resource → its container's `Type/id`."""
+    out: dict[str, str] = {}
+    for res in result.index.resources:
+        for inner in res.contained.values():
+            out[f"urn:uuid:{uuid.uuid5(NAMESPACE, inner.key)}"] = res.key
+    return out
+
+
+def _reference_holders(value: Any) -> Iterator[dict[str, Any]]:
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if isinstance(current.get("reference"), str):
+                yield current
+            stack.extend(v for k, v in current.items() if k != "contained")
+        elif isinstance(current, list):
+            stack.extend(current)
+
+
+def claim_lines(claim: Mapping[str, Any]) -> list[str]:
+    """`64493-50-KX` for each Claim item."""
+    lines = []
+    for item in claim.get("item") or []:
+        codes = [c.get("code") for c in item.get("productOrService", {}).get("coding", [])[:1]]
+        modifiers = [c.get("code") for m in item.get("modifier") or [] for c in m.get("coding", [])[:1]]
+        quantity = item.get("quantity", {}).get("value", 1)
+        text = "-".join(str(x) for x in [*codes, *modifiers] if x)
+        lines.append(text if quantity == 1 else f"{text} x{quantity}")
+    return lines
+
+
+def task_identifier(claim_ident: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"task:{claim_ident}"))
+
+
+def held_task(
+    claim_reference: str, patient: str, claim_ident: str, findings: Sequence[Finding], now: str
+) -> dict[str, Any]:
+    """The work-queue Task for a held Claim: one input per error or warning finding."""
+    listed = [f for f in findings if f.severity in ("error", "warning")]
+    errors = sorted({f.rule_id for f in listed if f.severity == "error"})
+    return {
+        "resourceType": "Task",
+        "identifier": [{"system": IDENTIFIER_SYSTEM, "value": f"urn:uuid:{task_identifier(claim_ident)}"}],
+        "status": "requested",
+        "businessStatus": {"text": "held"},
+        "intent": "order",
+        "priority": "routine",
+        "code": {"coding": [{"system": TASK_CODE_SYSTEM, "code": TASK_CODE, "display": "Review a held facet claim"}]},
+        "description": (
+            f"facet-adapter held this claim: {len(errors)} error rule(s) ({', '.join(errors) or 'none'}). "
+            "Fix the record or the claim, then sync again."
+        ),
+        "focus": {"reference": claim_reference},
+        "for": {"reference": patient},
+        "authoredOn": now,
+        "lastModified": now,
+        "input": [
+            {
+                "type": {"coding": [{"system": RULE_SYSTEM, "code": f.rule_id}], "text": f"{f.severity}: {f.rule_id}"},
+                "valueString": f.message,
+            }
+            for f in listed
+        ],
+    }
+
+
+def _claim_content(claim: Mapping[str, Any]) -> bytes:
+    """What makes two versions of the Claim the same: everything but id, server meta and the run
+    time (`created` changes on every run)."""
+    meta: Mapping[str, Any] = claim.get("meta") or {}
+    tags = sorted(
+        str(t.get("code"))
+        for t in meta.get("tag") or []
+        if isinstance(t, Mapping) and t.get("system") == PACK_TAG_SYSTEM
+    )
+    body = {k: v for k, v in claim.items() if k not in ("id", "meta", "created", "text")}
+    return orjson.dumps({"body": body, "tags": tags, "profile": meta.get("profile")}, option=orjson.OPT_SORT_KEYS)
+
+
+_TASK_MANAGED = ("description", "input", "focus", "for", "code", "businessStatus")
+
+
+def _task_differs(existing: Mapping[str, Any], wanted: Mapping[str, Any], fields: Sequence[str]) -> bool:
+    return any(
+        orjson.dumps(existing.get(k), option=orjson.OPT_SORT_KEYS)
+        != orjson.dumps(wanted.get(k), option=orjson.OPT_SORT_KEYS)
+        for k in fields
+    )
+
+
+def write_back(
+    client: FhirClient,
+    result: Result,
+    procedure: str,
+    *,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+) -> SyncOutcome:
+    """Write `result`'s Claim (and Task) to the server idempotently; see the module docstring."""
+    stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
+    ident = claim_identifier(result.case)
+    claim = server_claim(client, result)
+    outcome = SyncOutcome(
+        procedure=procedure,
+        dry_run=dry_run,
+        exit_code=result.exit_code,
+        findings=list(result.findings),
+        patient=result.case.patient,
+        date=result.case.session.date.isoformat(),
+        session=list(result.case.session.keys),
+        claim_identifier=ident,
+        claim_status=str(claim.get("status")),
+        lines=claim_lines(claim),
+        claim=claim,
+        outcome=result.outcome(),
+    )
+    claim_query = f"identifier={IDENTIFIER_SYSTEM}|urn:uuid:{ident}"
+    task_ident = task_identifier(ident)
+    task_query = f"identifier={IDENTIFIER_SYSTEM}|urn:uuid:{task_ident}"
+    known_id: str | None = None
+    for _ in range(MAX_WRITE_ATTEMPTS):
+        # Once a write has named the Claim, read it by id: a search index may lag behind a write.
+        existing = client.read("Claim", known_id) if known_id else _find_one(client, "Claim", claim_query)
+        if existing is None:
+            task = (
+                held_task(_claim_entry_url(ident), result.case.patient, ident, result.findings, stamp)
+                if result.held
+                else None
+            )
+            outcome.task = task
+            if dry_run:
+                outcome.claim_action = "would-create"
+                outcome.task_action = "would-create" if task else "none"
+                return outcome
+            if _create_claim(client, claim, task, ident, claim_query, task_query, outcome):
+                return outcome
+            known_id = outcome.claim_id  # it existed after all (created in between): compare with it
+            continue
+        try:
+            _update_claim(client, existing, claim, outcome, dry_run=dry_run)
+        except FhirConflict:
+            log.info("Claim/%s changed while syncing; reading it again", existing.get("id"))
+            known_id = str(existing["id"])
+            continue
+        _sync_task(client, result, ident, task_query, stamp, outcome, dry_run=dry_run)
+        return outcome
+    raise FhirConflict(f"The Claim for {procedure} kept changing on the server; it was not written.", status=412)
+
+
+def _claim_entry_url(ident: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'claim-entry:{ident}')}"
+
+
+def _find_one(client: FhirClient, type_: str, query: str) -> dict[str, Any] | None:
+    name, _, value = query.partition("=")
+    matches = [r for r in client.search(type_, [(name, value)]) if r.get("resourceType") == type_]
+    if len(matches) > 1:
+        # Should not happen (conditional creates); keep working on the oldest, say so.
+        log.warning(
+            "%d %s resources share one adapter identifier: %s", len(matches), type_, [m.get("id") for m in matches]
+        )
+        matches.sort(key=lambda r: str(r.get("meta", {}).get("lastUpdated", "")))
+    return matches[0] if matches else None
+
+
+def _create_claim(
+    client: FhirClient,
+    claim: dict[str, Any],
+    task: dict[str, Any] | None,
+    ident: str,
+    claim_query: str,
+    task_query: str,
+    outcome: SyncOutcome,
+) -> bool:
+    """One transaction: the Claim (conditional create) and its Task. False when the Claim turned
+    out to exist already (created concurrently)."""
+    # The entries' fullUrls must differ from the identifier values: some servers (Medplum)
+    # rewrite every string equal to a fullUrl, identifiers included, not only references.
+    claim_url = _claim_entry_url(ident)
+    entries: list[dict[str, Any]] = [
+        {
+            "fullUrl": claim_url,
+            "resource": claim,
+            "request": {"method": "POST", "url": "Claim", "ifNoneExist": claim_query},
+        }
+    ]
+    if task is not None:
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid5(NAMESPACE, f'task-entry:{ident}')}",
+                "resource": task,
+                "request": {"method": "POST", "url": "Task", "ifNoneExist": task_query},
+            }
+        )
+    response = client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    results = entry_results(response)
+    if not results or results[0].id is None:
+        from .fhirclient import FhirProtocolError
+
+        raise FhirProtocolError("The transaction response does not say where the Claim was written.")
+    claim_result = results[0]
+    outcome.claim_id, outcome.claim_version = claim_result.id, claim_result.version
+    if not claim_result.created:
+        return False
+    outcome.created, outcome.claim_action = True, "created"
+    if task is not None and len(results) > 1:
+        outcome.task_id, outcome.task_status = results[1].id, "requested"
+        outcome.task_action = "created" if results[1].created else "unchanged"
+        outcome.task = dict(task, focus={"reference": f"Claim/{claim_result.id}"})
+    log.info("created Claim/%s%s", claim_result.id, f" and Task/{outcome.task_id}" if outcome.task_id else "")
+    return True
+
+
+def _update_claim(
+    client: FhirClient, existing: dict[str, Any], claim: dict[str, Any], outcome: SyncOutcome, *, dry_run: bool
+) -> None:
+    claim_id = str(existing["id"])
+    version = existing.get("meta", {}).get("versionId")
+    outcome.claim_id, outcome.claim_version = claim_id, version
+    if existing.get("status") in LEFT_ALONE_CLAIM_STATUSES:
+        outcome.claim_action, outcome.claim_status = "kept", str(existing.get("status"))
+        log.info("Claim/%s is %s; left alone", claim_id, existing.get("status"))
+        return
+    if _claim_content(existing) == _claim_content(claim):
+        outcome.claim_action = "unchanged"
+        return
+    if dry_run:
+        outcome.claim_action = "would-update"
+        return
+    stored = client.update({**claim, "id": claim_id}, if_match=str(version) if version else None)
+    outcome.claim_version = stored.get("meta", {}).get("versionId")
+    outcome.updated, outcome.claim_action = True, "updated"
+    log.info("updated Claim/%s", claim_id)
+
+
+def _sync_task(
+    client: FhirClient,
+    result: Result,
+    ident: str,
+    task_query: str,
+    stamp: str,
+    outcome: SyncOutcome,
+    *,
+    dry_run: bool,
+) -> None:
+    claim_reference = f"Claim/{outcome.claim_id}"
+    existing = _find_one(client, "Task", task_query)
+    if existing is not None:
+        outcome.task_id, outcome.task_status = str(existing.get("id")), str(existing.get("status"))
+    if outcome.claim_action == "kept":
+        return
+    if result.held:
+        wanted = held_task(claim_reference, result.case.patient, ident, result.findings, stamp)
+        outcome.task = wanted
+        if existing is None:
+            if dry_run:
+                outcome.task_action = "would-create"
+                return
+            stored, created = client.create(wanted, if_none_exist=task_query)
+            outcome.task_id, outcome.task_status = str(stored.get("id")), str(stored.get("status"))
+            outcome.task_action = "created" if created else "unchanged"
+            return
+        if existing.get("status") not in OPEN_TASK_STATUSES:
+            # Reopen a Task this adapter closed, or one whose findings changed; a Task a person
+            # closed on the same findings ("will not fix") stays closed.
+            closed_by_sync = existing.get("businessStatus", {}).get("text") == RESOLVED
+            reopen = closed_by_sync or _task_differs(existing, wanted, ("description", "input"))
+            if not reopen:
+                outcome.task_action = "unchanged"
+                return
+        else:
+            reopen = False
+            if not _task_differs(existing, wanted, _TASK_MANAGED):
+                outcome.task_action = "unchanged"
+                return
+        # Keep what a worker added (owner, notes, an in-progress status); refresh what we own.
+        merged = {**existing, **{k: wanted[k] for k in _TASK_MANAGED}, "lastModified": stamp}
+        if reopen:
+            merged["status"] = "requested"
+            merged.pop("statusReason", None)
+        outcome.task = merged
+        if dry_run:
+            outcome.task_action = "would-update"
+            return
+        stored = client.update(merged, if_match=existing.get("meta", {}).get("versionId"))
+        outcome.task_status, outcome.task_action = str(stored.get("status")), "updated"
+        return
+    if existing is None or existing.get("status") not in OPEN_TASK_STATUSES:
+        return
+    closed = {
+        **existing,
+        "status": "completed",
+        "businessStatus": {"text": RESOLVED},
+        "statusReason": {"text": "A later sync found no error finding."},
+        "lastModified": stamp,
+    }
+    outcome.task = closed
+    if dry_run:
+        outcome.task_action = "would-complete"
+        return
+    stored = client.update(closed, if_match=existing.get("meta", {}).get("versionId"))
+    outcome.task_status, outcome.task_action = str(stored.get("status")), "completed"
+    log.info("completed Task/%s", existing.get("id"))
+
+
+# --------------------------------------------------------------------------- loading files
+
+
+def as_transaction(raw: bytes, *, id_prefix: str = "", name: str = "input") -> dict[str, Any]:
+    """An input file (a Bundle of any type, a resource, NDJSON) as a transaction Bundle of
+    `PUT {Type}/{id}` entries, so loading it twice changes nothing. References between its
+    resources (relative, absolute, urn:uuid) become relative `Type/id`; with `id_prefix` every id
+    is prefixed, so several files (or test runs) that reuse ids do not overwrite each other."""
+    from .ingest import parse_bytes
+
+    index = parse_bytes(raw, name=name)
+    top = [res for res in index.resources if res.type != "Bundle" and res.container is None]
+    new_ids: dict[int, str] = {}
+    for res in top:
+        original = res.id or str(uuid.uuid5(NAMESPACE, res.full_url or res.path))
+        new_ids[id(res)] = prefixed_id(id_prefix, original)
+    entries: dict[str, dict[str, Any]] = {}
+    for res in top:
+        data = copy.deepcopy(res.data)
+        data["id"] = new_ids[id(res)]
+        meta = data.get("meta")
+        if isinstance(meta, dict):
+            for server_owned in ("versionId", "lastUpdated", "source"):
+                meta.pop(server_owned, None)
+            if not meta:
+                data.pop("meta")
+        for holder in _all_reference_holders(data):
+            reference = holder["reference"]
+            if reference.startswith("#"):
+                continue
+            target = index.resolve(reference, res)
+            if target is not None and target.container is None and id(target) in new_ids:
+                holder["reference"] = f"{target.type}/{new_ids[id(target)]}"
+        key = f"{res.type}/{data['id']}"
+        entries[key] = {"resource": data, "request": {"method": "PUT", "url": key}}
+    return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries.values())}
+
+
+def prefixed_id(prefix: str, original: str) -> str:
+    new = f"{prefix}{original}"
+    if len(new) <= 64:
+        return new
+    digest = hashlib.sha256(new.encode()).hexdigest()[:10]
+    return f"{new[:53]}-{digest}"
+
+
+def _all_reference_holders(value: Any) -> Iterator[dict[str, Any]]:
+    """Reference holders including those inside contained resources."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if isinstance(current.get("reference"), str):
+                yield current
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
