@@ -1,0 +1,492 @@
+"""The HTTP service: Subscription notifications in, a durable queue, and the synchronous API.
+
+Endpoints (all FHIR answers are `application/fhir+json`; every error is an OperationOutcome):
+
+| endpoint | what |
+|---|---|
+| `PUT /notify/{Type}/{id}` | HAPI rest-hook delivery with payload |
+| `POST /notify` | empty ping, or a Subscriptions Backport notification Bundle |
+| `DELETE /notify/{Type}/{id}` | HAPI delete message: acknowledged, nothing to do |
+| `GET /notify/metadata` | CapabilityStatement (HAPI's reachability check; open) |
+| `POST /claim`, `POST /check` | what `facet-adapter claim` / `check --format json` print |
+| `GET /healthz` | queue depth and worker liveness (open) |
+| `GET /openapi.json` | the OpenAPI document |
+
+Notifications are answered **200 with a small FHIR body**, not 202: HAPI's client parses the
+answer as FHIR and fails on an empty or `{}` body (HAPI-1359), and it calls `update()` for
+payload deliveries and `transaction()` for Backport Bundles. So a PUT or a ping gets an
+OperationOutcome (which also names the job id), a Backport Bundle gets a `transaction-response`
+Bundle with that OperationOutcome on its first entry. 200 is what those calls get from any FHIR
+server, so every HAPI version accepts it; the work itself is done later, from the queue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from .. import __version__
+from ..errors import AdapterError
+from ..pipeline import Options, Result, process, validate_options
+from .handler import SyncHandler
+from .notifications import Parsed, parse_post, parse_put
+from .queue import ACTIVE_STATES, Enqueued, JobQueue
+from .settings import Settings
+from .web import FHIR_JSON, JSON_TYPES, NDJSON_TYPES, FhirResponse, ServiceError, body_format, outcome, read_body
+from .worker import Handler, Worker
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_OUTCOME_SCHEMA = {"type": "object", "description": "FHIR R4 OperationOutcome"}
+_FHIR_SCHEMA = {"type": "object", "description": "a FHIR R4 resource (JSON)"}
+
+
+def _fhir_content(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {FHIR_JSON: {"schema": schema or _OUTCOME_SCHEMA}}}
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _fhir_content("Malformed request: OperationOutcome, nothing queued or written"),
+    413: _fhir_content("Request body over the size limit: OperationOutcome"),
+    415: _fhir_content("Content type not accepted: OperationOutcome"),
+}
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _fhir_content("Missing or wrong bearer token (when the service runs with --token): OperationOutcome"),
+}
+_QUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
+    503: _fhir_content("The queue cannot be written: OperationOutcome; the sender should deliver again"),
+}
+
+
+def _request_body(description: str, *, ndjson: bool, optional: bool = False) -> dict[str, Any]:
+    content: dict[str, Any] = {media: {"schema": _FHIR_SCHEMA} for media in sorted(JSON_TYPES)}
+    if ndjson:
+        content.update({media: {"schema": {"type": "string"}} for media in sorted(NDJSON_TYPES)})
+    return {"requestBody": {"required": not optional, "description": description, "content": content}}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    handler: Handler | None = None,
+    run_worker: bool = True,
+    queue: JobQueue | None = None,
+) -> FastAPI:
+    """Build the service. `handler` replaces the default (sync with the FHIR server), e.g. in
+    tests; `run_worker=False` leaves the queue unprocessed."""
+    queue = queue or JobQueue(settings.db_path, policy=settings.retry)
+    worker = Worker(
+        queue,
+        handler or SyncHandler(settings, queue),
+        lease_seconds=settings.lease_seconds,
+        poll_seconds=settings.poll_seconds,
+        keep_done_seconds=settings.keep_done_seconds,
+    )
+    started = dt.datetime.now(dt.UTC)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if run_worker:
+            await run_in_threadpool(worker.start)
+        try:
+            yield
+        finally:
+            if run_worker:
+                await run_in_threadpool(worker.stop)
+
+    app = FastAPI(
+        title="facet-adapter",
+        version=__version__,
+        description=(
+            "Subscription notification endpoint (HAPI rest-hook and Subscriptions Backport R4) with a durable "
+            "queue, and the synchronous coding API (`/claim`, `/check`) behind `facet-adapter serve`."
+        ),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=FhirResponse,
+    )
+    app.state.settings = settings
+    app.state.queue = queue
+    app.state.worker = worker
+
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_middleware(_Guard)
+
+    secured = bool(settings.token)
+    protected = [Depends(_TokenRequired(settings.token))] if settings.token else []
+    auth_errors = _AUTH_ERRORS if secured else {}
+
+    # ------------------------------------------------------------------ notifications
+
+    async def accept(parsed: Parsed, *, as_bundle: bool) -> FhirResponse:
+        results: list[Enqueued] = []
+        if parsed.notices:
+            try:
+                results = await run_in_threadpool(queue.enqueue, parsed.notices)
+            except AdapterError as exc:
+                log.error("notification %s not queued: %s", parsed.what, type(exc).__name__)
+                raise ServiceError(503, "transient", "The queue cannot be written now; deliver again later.") from None
+            worker.wake()
+        text = _accepted_text(parsed, results)
+        log.info("notification %s: %s", parsed.what, ", ".join(_job_word(r) for r in results) or "no job")
+        body = outcome("information", "informational", text)
+        if as_bundle:
+            entries: list[dict[str, Any]] = [{"response": {"status": "200"}} for _ in range(parsed.bundle_entries)]
+            entries[0]["response"]["outcome"] = body
+            return FhirResponse({"resourceType": "Bundle", "type": "transaction-response", "entry": entries})
+        return FhirResponse(body)
+
+    notify_responses = {
+        200: _fhir_content("Accepted (queued, already queued, or nothing to do): OperationOutcome naming the job"),
+        **_ERRORS,
+        **auth_errors,
+        **_QUEUE_ERRORS,
+    }
+
+    @app.put(
+        "/notify/{resource_type}/{resource_id}",
+        tags=["notifications"],
+        summary="HAPI rest-hook delivery with payload",
+        description=(
+            "HAPI sends `PUT {endpoint}/{Type}/{id}` with the resource for a classic rest-hook Subscription with "
+            "`channel.payload`. Procedure and ServiceRequest notifications are queued (once per resource version); "
+            "other types are acknowledged and ignored. The job is on disk before the answer."
+        ),
+        dependencies=protected,
+        responses=notify_responses,
+        openapi_extra=_request_body("The notified resource; its type and id must match the URL.", ndjson=False),
+    )
+    async def notify_put(request: Request, resource_type: str, resource_id: str) -> FhirResponse:
+        body = await read_body(request, settings.max_notify_bytes)
+        body_format(request, body, ndjson=False)
+        return await accept(parse_put(resource_type, resource_id, body), as_bundle=False)
+
+    async def notify_post(request: Request) -> FhirResponse:
+        body = await read_body(request, settings.max_notify_bytes)
+        body_format(request, body, ndjson=False)
+        parsed = parse_post(body)
+        return await accept(parsed, as_bundle=parsed.bundle_entries > 0)
+
+    post_doc = {
+        "tags": ["notifications"],
+        "summary": "Rest-hook ping or Subscriptions Backport notification",
+        "description": (
+            "An empty body is HAPI's ping for a Subscription without payload: it queues one re-query of the server "
+            "since the last successful one (pings coalesce). A body is a Subscriptions Backport R4 notification "
+            "Bundle (type history, first entry a backport-subscription-status-r4 Parameters): handshake, heartbeat "
+            "and query-status are acknowledged; event-notification queues each Procedure/ServiceRequest focus "
+            "(id-only or full-resource), or a re-query for empty content. A Bundle is answered with a "
+            "transaction-response Bundle whose first entry carries the OperationOutcome."
+        ),
+        "dependencies": protected,
+        "responses": {
+            200: _fhir_content(
+                "Accepted: OperationOutcome (ping) or transaction-response Bundle (notification Bundle)",
+                _FHIR_SCHEMA,
+            ),
+            **_ERRORS,
+            **auth_errors,
+            **_QUEUE_ERRORS,
+        },
+        "openapi_extra": _request_body("Empty (ping) or a notification Bundle.", ndjson=False, optional=True),
+    }
+    app.post("/notify", **post_doc)(notify_post)  # type: ignore[arg-type]
+    # An endpoint configured with a trailing slash: a redirect would lose the POST body.
+    app.post("/notify/", include_in_schema=False, dependencies=protected)(notify_post)
+
+    @app.delete(
+        "/notify/{resource_type}/{resource_id}",
+        tags=["notifications"],
+        summary="HAPI delete message (acknowledged, nothing queued)",
+        dependencies=protected,
+        responses={200: _fhir_content("Acknowledged: OperationOutcome"), **auth_errors},
+    )
+    async def notify_delete(resource_type: str, resource_id: str) -> FhirResponse:
+        log.info("notification delete %s: ignored", resource_type)
+        return FhirResponse(outcome("information", "informational", "Delete notifications are not acted on."))
+
+    @app.get(
+        "/notify/metadata",
+        tags=["notifications"],
+        summary="CapabilityStatement of the notification endpoint",
+        description=(
+            "Open without a token: HAPI checks a rest-hook endpoint's reachability with `GET {endpoint}/metadata`."
+        ),
+        responses={200: _fhir_content("CapabilityStatement", _FHIR_SCHEMA)},
+    )
+    async def metadata(request: Request) -> FhirResponse:
+        return FhirResponse(_capability_statement(str(request.url_for("notify_post")), started, secured))
+
+    # ------------------------------------------------------------------ synchronous API
+
+    async def run_pipeline(request: Request, options: Options) -> Result:
+        try:
+            validate_options(options)
+        except AdapterError as exc:
+            raise ServiceError(exc.http_status, exc.issue_code, exc.message, body=exc.to_operation_outcome()) from None
+        body = await read_body(request, settings.max_api_bytes)
+        shape = body_format(request, body, ndjson=True)
+        name = "request.ndjson" if shape == "ndjson" else "request body"
+        try:
+            return await run_in_threadpool(process, body, options, name=name)
+        except AdapterError as exc:
+            raise ServiceError(exc.http_status, exc.issue_code, exc.message, body=exc.to_operation_outcome()) from None
+
+    def api_options(payer: str | None, use: str, pos: str | None, prior_auth: str | None) -> Options:
+        return Options(
+            payer=payer.lower() if payer else None,
+            use=use,  # type: ignore[arg-type]
+            pos=pos or None,
+            prior_auth=prior_auth or None,
+            max_input_bytes=settings.max_api_bytes,
+        )
+
+    api_doc: dict[str, Any] = {
+        "tags": ["coding"],
+        "dependencies": protected,
+        "openapi_extra": _request_body(
+            "A patient's record: a Bundle of any type, a single resource, or NDJSON (one resource a line).",
+            ndjson=True,
+        ),
+    }
+    held_header = {
+        "X-Facet-Adapter-Held": {
+            "description": "true when an error finding holds the claim (the command line's exit status 1)",
+            "schema": {"type": "string", "enum": ["true", "false"]},
+        }
+    }
+
+    @app.post(
+        "/claim",
+        summary="Code and check the latest session; answer the Claim Bundle",
+        description=(
+            "The body `facet-adapter claim` prints: a collection Bundle with the Claim first (or a PAS request "
+            "Bundle for use=preauthorization). A held claim (`Claim.status` draft) is still 200; see the header."
+        ),
+        responses={
+            200: {**_fhir_content("Claim Bundle", _FHIR_SCHEMA), "headers": held_header},
+            **_ERRORS,
+            **auth_errors,
+        },
+        **api_doc,
+    )
+    async def claim(
+        request: Request,
+        payer: str | None = Query(None, description="Payer profile, e.g. medicare; default from the Coverage"),
+        use: Literal["claim", "preauthorization"] = Query("claim"),
+        pos: str | None = Query(None, description="CMS place-of-service code (two digits)"),
+        prior_auth: str | None = Query(None, description="Prior authorization number on record"),
+    ) -> Response:
+        result = await run_pipeline(request, api_options(payer, use, pos, prior_auth))
+        return FhirResponse(result.bundle, headers={"X-Facet-Adapter-Held": str(result.held).lower()})
+
+    @app.post(
+        "/check",
+        summary="Code and check the latest session; answer the findings",
+        description="The OperationOutcome `facet-adapter check --format json` prints (one issue per finding).",
+        responses={
+            200: {**_fhir_content("Findings"), "headers": held_header},
+            **_ERRORS,
+            **auth_errors,
+        },
+        **api_doc,
+    )
+    async def check(
+        request: Request,
+        payer: str | None = Query(None, description="Payer profile, e.g. medicare; default from the Coverage"),
+        use: Literal["claim", "preauthorization"] = Query("claim"),
+        pos: str | None = Query(None, description="CMS place-of-service code (two digits)"),
+        prior_auth: str | None = Query(None, description="Prior authorization number on record"),
+    ) -> Response:
+        result = await run_pipeline(request, api_options(payer, use, pos, prior_auth))
+        return FhirResponse(result.outcome(), headers={"X-Facet-Adapter-Held": str(result.held).lower()})
+
+    # ------------------------------------------------------------------ operations
+
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="Liveness: queue depth and worker state",
+        response_class=JSONResponse,
+        responses={503: {"description": "The worker is not running or the queue cannot be read"}},
+    )
+    async def healthz() -> JSONResponse:
+        try:
+            counts = await run_in_threadpool(queue.counts)
+        except AdapterError:
+            return JSONResponse({"status": "error", "queue": None}, status_code=503)
+        alive = worker.alive
+        healthy = alive or not run_worker
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "error",
+            "queue": {"depth": sum(counts[s] for s in ACTIVE_STATES), **{str(k): v for k, v in counts.items()}},
+            "worker": {"running": run_worker, "alive": alive, "processed": worker.processed},
+        }
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            # Query validation errors are answered 400 with an OperationOutcome, not FastAPI's 422.
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class _TokenRequired(HTTPBearer):
+    """`Authorization: Bearer <token>` must carry the configured token. A subclass of FastAPI's
+    HTTPBearer, so the OpenAPI document declares the scheme; the comparison takes the same time
+    whatever the token, so it cannot be guessed byte by byte."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(auto_error=False, description="The token given to `facet-adapter serve --token`.")
+        self._expected = token.encode()
+
+    async def __call__(self, request: Request) -> HTTPAuthorizationCredentials | None:  # type: ignore[override]
+        credentials = await super().__call__(request)
+        if credentials is None:
+            raise _unauthorized("This endpoint needs an Authorization: Bearer header.")
+        if not hmac.compare_digest(credentials.credentials.encode(), self._expected):
+            raise _unauthorized("The bearer token is not valid.")
+        return credentials
+
+
+def _unauthorized(message: str) -> ServiceError:
+    return ServiceError(401, "login", message, headers={"WWW-Authenticate": 'Bearer realm="facet-adapter"'})
+
+
+def _job_word(result: Enqueued) -> str:
+    return f"job {result.job_id} {'queued' if result.created else 'already queued (' + result.state + ')'}"
+
+
+def _accepted_text(parsed: Parsed, results: list[Enqueued]) -> str:
+    if not results:
+        return f"Accepted {parsed.what}; nothing to do."
+    return f"Accepted {parsed.what}: " + "; ".join(_job_word(r) for r in results) + "."
+
+
+def _capability_statement(endpoint: str, started: dt.datetime, secured: bool) -> dict[str, Any]:
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": (
+            "Subscription notification receiver: HAPI rest-hook PUT {endpoint}/{Type}/{id} (Procedure, "
+            "ServiceRequest), empty POST pings, and Subscriptions Backport R4 notification Bundles POSTed to "
+            "the endpoint."
+        ),
+        "resource": [
+            {"type": "Procedure", "interaction": [{"code": "update"}]},
+            {"type": "ServiceRequest", "interaction": [{"code": "update"}]},
+        ],
+        "interaction": [{"code": "transaction", "documentation": "notification Bundles and pings"}],
+    }
+    if secured:
+        rest["security"] = {"description": "Requests need Authorization: Bearer <token> (metadata is open)."}
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "publisher": "facet-adapter",
+        "kind": "instance",
+        "software": {"name": "facet-adapter", "version": __version__},
+        "implementation": {"description": "facet-adapter Subscription notification endpoint", "url": endpoint},
+        "fhirVersion": "4.0.1",
+        "format": [FHIR_JSON, "json"],
+        "rest": [rest],
+    }
+
+
+async def _service_error(_: Request, exc: ServiceError) -> Response:
+    return exc.response()
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+    text = {404: "No such endpoint.", 405: "Method not allowed here."}.get(exc.status_code, str(exc.detail))
+    return FhirResponse(outcome("error", code, text), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "path"))
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return FhirResponse(
+        outcome("error", "invalid", "Bad request parameter(s): " + "; ".join(problems)), status_code=400
+    )
+
+
+class _Guard:
+    """Outermost own layer: a request log line (method, route template, status, time: never the
+    raw path's query, a body or a header), and an OperationOutcome instead of a stack trace for
+    anything the handlers did not expect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        state = {"status": 500, "started": False}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            log.error("%s %s: internal error (%s)", scope["method"], _template(scope), type(exc).__name__)
+            if not state["started"]:
+                body = outcome("fatal", "exception", "Internal error; this is a bug in facet-adapter.")
+                await FhirResponse(body, status_code=500)(scope, receive, watch)
+        finally:
+            log.info(
+                "%s %s %s %.1f ms",
+                scope["method"],
+                _template(scope),
+                state["status"],
+                (time.monotonic() - started) * 1000,
+            )
+
+
+def _template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "(no route)"

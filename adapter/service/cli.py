@@ -1,0 +1,168 @@
+"""`facet-adapter serve` and `facet-adapter queue list|retry` (loaded lazily by `adapter.cli`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from ..errors import UsageError
+from .queue import STATES, Job, JobQueue, QueueLock, RetryPolicy, iso
+from .settings import DEFAULT_DB, MIB, Settings
+
+_DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
+
+
+@click.command()
+@click.option(
+    "--fhir-base", required=True, help="FHIR R4 base URL the notifications come from; Claims are written there."
+)
+@click.option("--port", type=click.IntRange(0, 65535), required=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option(
+    "--token", envvar="FACET_ADAPTER_TOKEN", help="Require Authorization: Bearer TOKEN on /notify, /claim, /check."
+)
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=str(DEFAULT_DB), help=_DB_HELP)
+@click.option("--payer", help="Payer profile for synced Claims. Default: from the Coverage.")
+@click.option(
+    "--use",
+    type=click.Choice(["claim", "preauthorization"]),
+    default="claim",
+    show_default=True,
+    help="What a re-query (ping) syncs. A notified Procedure is always a claim, a ServiceRequest a preauthorization.",
+)
+@click.option("--fhir-token", envvar="FACET_ADAPTER_FHIR_TOKEN", help="Bearer token for calling the FHIR server.")
+@click.option(
+    "--max-attempts", type=click.IntRange(1), default=10, show_default=True, help="Attempts before a job is dead."
+)
+@click.option(
+    "--retry-delay", type=click.FloatRange(0.01), default=5.0, show_default=True, help="First retry delay, s."
+)
+@click.option("--max-notify-mb", type=click.FloatRange(0.001), default=5.0, show_default=True)
+@click.option("--max-input-mb", type=click.FloatRange(0.001), default=32.0, show_default=True, help="/claim, /check.")
+def serve(
+    fhir_base: str,
+    port: int,
+    host: str,
+    token: str | None,
+    db_path: str,
+    payer: str | None,
+    use: str,
+    fhir_token: str | None,
+    max_attempts: int,
+    retry_delay: float,
+    max_notify_mb: float,
+    max_input_mb: float,
+) -> None:
+    """Receive FHIR Subscription notifications at http://HOST:PORT/notify and serve /claim and /check."""
+    import uvicorn
+
+    from ..pipeline import Options, validate_options
+    from .app import create_app
+
+    if not fhir_base.startswith(("http://", "https://")):
+        raise UsageError("--fhir-base must be an absolute http(s) URL, e.g. http://127.0.0.1:8080/fhir.")
+    if token is not None and not token.strip():
+        raise UsageError("--token must not be empty.")
+    validate_options(Options(payer=payer.lower() if payer else None, use=use))  # type: ignore[arg-type]
+    if not os.environ.get("FACET_ADAPTER_LOG"):
+        # The service's own lines (requests, jobs) are what an operator watches; they never hold patient data.
+        logging.getLogger("adapter.service").setLevel(logging.INFO)
+    settings = Settings(
+        fhir_base=fhir_base.rstrip("/"),
+        db_path=Path(db_path),
+        token=token,
+        fhir_token=fhir_token,
+        payer=payer.lower() if payer else None,
+        use=use,  # type: ignore[arg-type]
+        max_notify_bytes=int(max_notify_mb * MIB),
+        max_api_bytes=int(max_input_mb * MIB),
+        retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_delay),
+    )
+    with QueueLock(settings.db_path):
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,  # use the adapter's logging setup
+            access_log=False,  # its lines carry raw paths and query strings; the app logs route templates
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+        server = uvicorn.Server(config)
+        sys.stderr.write(f"facet-adapter serve: http://{host}:{port}/notify (queue {settings.db_path})\n")
+        if token is None and host not in ("127.0.0.1", "localhost", "::1"):
+            sys.stderr.write(f"facet-adapter serve: warning: listening on {host} without --token\n")
+        sys.stderr.flush()
+        try:
+            server.run()
+        except SystemExit:
+            # uvicorn exits with 1 when it cannot bind; 1 means "claim held" in this CLI.
+            raise UsageError(f"Could not listen on {host}:{port} (in use, or not an address of this host).") from None
+        if not server.started:
+            raise UsageError(f"The service did not start on {host}:{port}; see the log above.")
+
+
+@click.group()
+def queue() -> None:
+    """Inspect and retry the notification queue."""
+
+
+@queue.command("list")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=str(DEFAULT_DB), help=_DB_HELP)
+@click.option(
+    "--state", "states", type=click.Choice(STATES), multiple=True, help="Only jobs in this state (repeatable)."
+)
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many jobs.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def list_jobs(db_path: str, states: tuple[str, ...], limit: int | None, output_format: str) -> None:
+    """List jobs: id, kind, resource, state, attempts, next attempt, last error."""
+    jobs = JobQueue(db_path, create=False).jobs(states or None, limit)  # type: ignore[arg-type]
+    if output_format == "json":
+        sys.stdout.buffer.write(orjson.dumps([job.as_dict() for job in jobs], option=orjson.OPT_INDENT_2))
+        sys.stdout.write("\n")
+        return
+    sys.stdout.write(_table(jobs))
+
+
+@queue.command("retry")
+@click.argument("job_ids", type=int, nargs=-1)
+@click.option("--all-dead", is_flag=True, help="Retry every dead job.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=str(DEFAULT_DB), help=_DB_HELP)
+def retry_jobs(job_ids: tuple[int, ...], all_dead: bool, db_path: str) -> None:
+    """Put dead jobs (JOB_ID ... or --all-dead) back in the queue with a fresh set of attempts."""
+    if bool(job_ids) == all_dead:
+        raise UsageError("Give job ids or --all-dead (not both).")
+    retried = JobQueue(db_path, create=False).retry(job_ids, all_dead=all_dead)
+    if retried:
+        sys.stdout.write(f"Re-queued {len(retried)} job(s): {', '.join(map(str, retried))}\n")
+    else:
+        sys.stdout.write("No dead jobs.\n")
+
+
+def _table(jobs: list[Job]) -> str:
+    headers = ("ID", "KIND", "RESOURCE", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR")
+    rows = [
+        (
+            str(job.id),
+            job.kind,
+            job.reference or "-",
+            job.state,
+            str(job.attempts),
+            iso(job.next_attempt_at) or "-",
+            (job.last_error or "-").replace("\n", " "),
+        )
+        for job in jobs
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])) + "  " + row[-1] for row in [headers, *rows]
+    ]
+    if not rows:
+        lines.append("(no jobs)")
+    return "\n".join(lines) + "\n"

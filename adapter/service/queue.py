@@ -1,0 +1,500 @@
+"""The durable job queue behind `/notify`: one SQLite file (WAL, `synchronous=FULL`).
+
+Guarantees, and what gives them:
+
+- **No loss.** A notification is answered 2xx only after its job row is committed; with WAL and
+  `synchronous=FULL` a commit is on disk when `enqueue` returns. If the process dies before the
+  commit, the sender sees no 2xx and delivers again.
+- **No duplicate jobs.** A notification carries a dedupe key (resource type/id/versionId, or the
+  Backport subscription and event number); the key is unique in the table, so a redelivery bumps
+  `deliveries` on the existing job instead of adding one. Pings ("something changed, re-query")
+  coalesce into the one re-query job that has not started yet.
+- **At-least-once processing.** A job is `working` from the moment a worker claims it until the
+  worker records the outcome; a job a killed process left `working` is reclaimed at the next start
+  (`recover`, safe because `serve` holds an exclusive lock on the queue) or when its lease expires.
+  Processing is idempotent (the Claim identifier is derived from the session, and `sync` writes it
+  conditionally), so running a job twice still leaves one Claim.
+
+The queue stores resource types, ids and version ids only, never a notification body: the worker
+reads the current resource from the FHIR server, so no patient data sits in this file.
+
+States: pending → working → done | retry (next_attempt_at, exponential backoff with jitter) →
+… → dead (after `max_attempts`, or at once for input that can never be claimed). `queue retry`
+moves dead jobs back to pending.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal, cast
+
+from ..errors import EXIT_INTERNAL, AdapterError, UsageError
+
+Kind = Literal["resource", "requery"]
+State = Literal["pending", "working", "retry", "done", "dead"]
+STATES: tuple[State, ...] = ("pending", "working", "retry", "done", "dead")
+ACTIVE_STATES: tuple[State, ...] = ("pending", "working", "retry")
+
+SCHEMA_VERSION = 1
+_MAX_ERROR_CHARS = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL CHECK (kind IN ('resource', 'requery')),
+    source TEXT NOT NULL,
+    resource_type TEXT,
+    resource_id TEXT,
+    version TEXT,
+    dedupe_key TEXT UNIQUE,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'working', 'retry', 'done', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    deliveries INTEGER NOT NULL DEFAULT 1,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    next_attempt_at REAL,
+    lease_until REAL,
+    last_error TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class QueueError(AdapterError):
+    """The queue database cannot be opened or written (disk full, permissions, corrupt file)."""
+
+    exit_code = EXIT_INTERNAL
+    issue_code = "transient"
+    http_status = 503
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 10
+    base_seconds: float = 5.0
+    max_seconds: float = 900.0
+
+    def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
+        """Exponential backoff with "equal jitter": at least half the step, so a retry never comes
+        at once, and spread over the other half so jobs that failed together do not retry together."""
+        step = float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
+        return step / 2 + rand() * step / 2
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What one notification asks for, before it is a job."""
+
+    kind: Kind
+    source: str  # rest-hook | backport | ping
+    resource_type: str | None = None
+    resource_id: str | None = None
+    version: str | None = None
+    dedupe_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    job_id: int
+    created: bool  # False: the same notification was already queued (or a re-query was waiting)
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    kind: Kind
+    source: str
+    resource_type: str | None
+    resource_id: str | None
+    version: str | None
+    state: State
+    attempts: int
+    deliveries: int
+    created_at: float
+    updated_at: float
+    next_attempt_at: float | None
+    lease_until: float | None
+    last_error: str | None
+    result: str | None
+
+    @property
+    def reference(self) -> str | None:
+        if self.resource_type and self.resource_id:
+            return f"{self.resource_type}/{self.resource_id}"
+        return None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Job:
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            source=row["source"],
+            resource_type=row["resource_type"],
+            resource_id=row["resource_id"],
+            version=row["version"],
+            state=row["state"],
+            attempts=row["attempts"],
+            deliveries=row["deliveries"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            next_attempt_at=row["next_attempt_at"],
+            lease_until=row["lease_until"],
+            last_error=row["last_error"],
+            result=row["result"],
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "source": self.source,
+            "resource": self.reference,
+            "version": self.version,
+            "state": self.state,
+            "attempts": self.attempts,
+            "deliveries": self.deliveries,
+            "created": iso(self.created_at),
+            "updated": iso(self.updated_at),
+            "next_attempt": iso(self.next_attempt_at),
+            "last_error": self.last_error,
+            "result": self.result,
+        }
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def clip(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+
+
+class JobQueue:
+    """The queue in one SQLite file. Every method opens its own connection, so any thread (the
+    request handlers' thread pool, the worker, the CLI) may call it."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        create: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.policy = policy or RetryPolicy()
+        self.clock = clock
+        if not create and not self.path.is_file():
+            raise UsageError(f"There is no queue database at {self.path}.")
+        try:
+            if create and self.path.parent != Path():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._connect()
+            try:
+                # WAL persists in the file; set once here rather than on every connection.
+                conn.execute("PRAGMA journal_mode=WAL")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise UsageError(
+                        f"The queue at {self.path} was written by a newer facet-adapter (schema {version})."
+                    )
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (repr(self.clock()),))
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        # FULL: the WAL is synced at every commit, so a committed job survives a power cut too.
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front: read-then-write decisions (dedupe,
+        claiming a job) cannot interleave with another writer."""
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise QueueError(f"The queue database {self.path} failed: {exc}.") from None
+        finally:
+            conn.close()
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
+        try:
+            return list(conn.execute(sql, params).fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise QueueError(f"The queue database {self.path} failed: {exc}.") from None
+        finally:
+            conn.close()
+
+    # ------------------------------------------------------------------ producers
+
+    def enqueue(self, notices: Sequence[Notice]) -> list[Enqueued]:
+        """Add jobs for the notices, all in one transaction (a Backport Bundle with several events
+        is queued whole or not at all). Returns when the rows are on disk."""
+        now = self.clock()
+        results: list[Enqueued] = []
+        with self._transaction() as conn:
+            for notice in notices:
+                results.append(self._enqueue_one(conn, notice, now))
+        return results
+
+    def _enqueue_one(self, conn: sqlite3.Connection, notice: Notice, now: float) -> Enqueued:
+        if notice.kind == "requery":
+            # A re-query that has not started yet will see whatever this ping announces; one that
+            # is running may already have searched, so then a new job is needed.
+            waiting = conn.execute(
+                "SELECT id FROM jobs WHERE kind = 'requery' AND state IN ('pending', 'retry') ORDER BY id LIMIT 1"
+            ).fetchone()
+            if waiting is not None:
+                conn.execute(
+                    "UPDATE jobs SET deliveries = deliveries + 1, state = 'pending', updated_at = ?, "
+                    "next_attempt_at = MIN(COALESCE(next_attempt_at, ?), ?) WHERE id = ?",
+                    (now, now, now, waiting["id"]),
+                )
+                return Enqueued(waiting["id"], False, "pending")
+        elif notice.dedupe_key is not None:
+            existing = conn.execute("SELECT id, state FROM jobs WHERE dedupe_key = ?", (notice.dedupe_key,)).fetchone()
+            if existing is not None:
+                conn.execute(
+                    "UPDATE jobs SET deliveries = deliveries + 1, updated_at = ? WHERE id = ?", (now, existing["id"])
+                )
+                return Enqueued(existing["id"], False, existing["state"])
+        cursor = conn.execute(
+            "INSERT INTO jobs (kind, source, resource_type, resource_id, version, dedupe_key, state, "
+            "created_at, updated_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            (
+                notice.kind,
+                notice.source,
+                notice.resource_type,
+                notice.resource_id,
+                notice.version,
+                notice.dedupe_key if notice.kind == "resource" else None,
+                now,
+                now,
+                now,
+            ),
+        )
+        return Enqueued(int(cast(int, cursor.lastrowid)), True, "pending")
+
+    # ------------------------------------------------------------------ the worker's side
+
+    def claim(self, lease_seconds: float) -> Job | None:
+        """Take the next due job (or one whose lease ran out) and mark it working."""
+        now = self.clock()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT id FROM jobs WHERE (state IN ('pending', 'retry') AND next_attempt_at <= ?) "
+                "OR (state = 'working' AND lease_until <= ?) ORDER BY next_attempt_at, id LIMIT 1",
+                (now, now),
+            ).fetchone()
+            if row is None:
+                return None
+            claimed = conn.execute(
+                "UPDATE jobs SET state = 'working', attempts = attempts + 1, lease_until = ?, updated_at = ?, "
+                "next_attempt_at = NULL WHERE id = ? RETURNING *",
+                (now + lease_seconds, now, row["id"]),
+            ).fetchone()
+            return Job.from_row(claimed)
+
+    def complete(self, job: Job, result: str | None = None) -> bool:
+        """Mark a claimed job done. False when the claim was lost (the lease ran out and the job
+        was claimed again), in which case the other claim records the outcome."""
+        now = self.clock()
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = ?, result = ?, last_error = NULL "
+                "WHERE id = ? AND state = 'working' AND attempts = ?",
+                (now, clip(result) if result else None, job.id, job.attempts),
+            )
+            return cursor.rowcount == 1
+
+    def fail(self, job: Job, error: str, *, retryable: bool) -> Job | None:
+        """Record a failed attempt: retry later with backoff, or dead-letter it."""
+        now = self.clock()
+        dead = not retryable or job.attempts >= self.policy.max_attempts
+        next_at = None if dead else now + self.policy.delay(job.attempts)
+        with self._transaction() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET state = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?, last_error = ? "
+                "WHERE id = ? AND state = 'working' AND attempts = ? RETURNING *",
+                ("dead" if dead else "retry", next_at, now, clip(error), job.id, job.attempts),
+            ).fetchone()
+            return Job.from_row(row) if row is not None else None
+
+    def recover(self) -> tuple[int, int]:
+        """At start-up, with the queue lock held: jobs a killed process left `working` are
+        pending again (or dead when they already used every attempt, e.g. a job that keeps
+        crashing the process), and jobs waiting to retry are due now, since a restart usually
+        follows a fix. Returns (reclaimed, made due)."""
+        now = self.clock()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = 'dead', lease_until = NULL, updated_at = ?, "
+                "last_error = COALESCE(last_error || ' / ', '') || 'the service stopped while working on it' "
+                "WHERE state = 'working' AND attempts >= ?",
+                (now, self.policy.max_attempts),
+            )
+            reclaimed = conn.execute(
+                "UPDATE jobs SET state = 'pending', lease_until = NULL, next_attempt_at = ?, updated_at = ? "
+                "WHERE state = 'working'",
+                (now, now),
+            ).rowcount
+            due = conn.execute(
+                "UPDATE jobs SET next_attempt_at = ?, updated_at = ? WHERE state = 'retry'", (now, now)
+            ).rowcount
+        return reclaimed, due
+
+    def next_due_at(self) -> float | None:
+        row = self._read(
+            "SELECT MIN(t) AS t FROM (SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN ('pending', 'retry') "
+            "UNION ALL SELECT MIN(lease_until) FROM jobs WHERE state = 'working')"
+        )
+        value = row[0]["t"] if row else None
+        return float(value) if value is not None else None
+
+    # ------------------------------------------------------------------ operators
+
+    def get(self, job_id: int) -> Job | None:
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(rows[0]) if rows else None
+
+    def jobs(self, states: Iterable[State] | None = None, limit: int | None = None) -> list[Job]:
+        wanted = list(states) if states is not None else list(STATES)
+        marks = ", ".join("?" for _ in wanted)
+        sql = f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id"  # noqa: S608 (placeholders only)
+        params: list[Any] = list(wanted)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [Job.from_row(row) for row in self._read(sql, params)]
+
+    def counts(self) -> dict[State, int]:
+        found: dict[State, int] = dict.fromkeys(STATES, 0)
+        for row in self._read("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+            found[row["state"]] = int(row["n"])
+        return found
+
+    def retry(self, job_ids: Sequence[int] = (), *, all_dead: bool = False) -> list[int]:
+        """Put dead (or retry-waiting) jobs back in the queue with a fresh set of attempts.
+        Raises UsageError for an unknown id or a job in another state; changes nothing then."""
+        now = self.clock()
+        with self._transaction() as conn:
+            if all_dead:
+                ids = [row["id"] for row in conn.execute("SELECT id FROM jobs WHERE state = 'dead' ORDER BY id")]
+            else:
+                ids = []
+                for job_id in job_ids:
+                    row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+                    if row is None:
+                        raise UsageError(f"There is no job {job_id} in the queue.")
+                    if row["state"] not in ("dead", "retry"):
+                        raise UsageError(f"Job {job_id} is {row['state']}; only dead or retry jobs can be retried.")
+                    ids.append(job_id)
+            for job_id in ids:
+                conn.execute(
+                    "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
+                    "updated_at = ? WHERE id = ?",
+                    (now, now, job_id),
+                )
+        return ids
+
+    def prune(self, older_than_seconds: float) -> int:
+        """Forget done jobs (and with them their dedupe keys) after a while, so the file stays small."""
+        cutoff = self.clock() - older_than_seconds
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM jobs WHERE state = 'done' AND updated_at < ?", (cutoff,)).rowcount
+
+    # ------------------------------------------------------------------ re-query watermark
+
+    def _meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def created_at(self) -> float:
+        value = self._meta("created_at")
+        return float(value) if value is not None else self.clock()
+
+    def watermark(self) -> float | None:
+        """When the last successful re-query started: the next one searches from there."""
+        value = self._meta("watermark")
+        return float(value) if value is not None else None
+
+    def set_watermark(self, timestamp: float) -> None:
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('watermark', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (repr(timestamp),),
+            )
+
+
+class QueueLock:
+    """An exclusive lock next to the queue file, held while `serve` runs. It makes reclaiming
+    `working` jobs at start-up safe (no other process can be working on them) and stops two
+    services from sharing one queue. The kernel drops the lock when the process dies, even on
+    kill -9."""
+
+    def __init__(self, db_path: str | os.PathLike[str]) -> None:
+        self.path = Path(f"{os.fspath(db_path)}.lock")
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise UsageError(
+                f"Another facet-adapter serve is using the queue {os.fspath(self.path)[:-5]} (its lock is held)."
+            ) from None
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> QueueLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

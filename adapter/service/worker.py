@@ -1,0 +1,149 @@
+"""The background worker: one thread that claims due jobs and runs the handler on them.
+
+One thread, one job at a time: two notifications for one session (its L4-L5 and L5-S1
+Procedures) would otherwise race to write the session's Claim. The handler decides what a job
+means (the default one calls `adapter.sync`); the worker only records the outcome:
+
+- handler returns → done;
+- `InputError` (data that can never be claimed) → dead at once, with the reason;
+- `UpstreamError` or any other failure → retry with backoff, dead after `max_attempts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ..errors import AdapterError, InputError, UpstreamError
+from .queue import Job, JobQueue, QueueError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], str | None]
+"""Does a job's work; returns a short note for `queue list` (ids only, never patient data)."""
+
+_PRUNE_EVERY_SECONDS = 3600.0
+
+
+def describe_error(exc: BaseException) -> str:
+    """The text kept in the queue for a failed attempt. Adapter errors carry messages written
+    for users (resource ids and structure, no values); any other exception is named by type
+    only, since its message may quote data."""
+    if isinstance(exc, UpstreamError):
+        status = f" (HTTP {exc.status})" if exc.status else ""
+        return f"{type(exc).__name__}{status}: {exc.message}"
+    if isinstance(exc, AdapterError):
+        extra = f" ({len(exc.details)} problem(s))" if exc.details else ""
+        return f"{type(exc).__name__}: {exc.message}{extra}"
+    return f"internal error ({type(exc).__name__})"
+
+
+class Worker:
+    def __init__(
+        self,
+        queue: JobQueue,
+        handler: Handler,
+        *,
+        lease_seconds: float = 900.0,
+        poll_seconds: float = 1.0,
+        keep_done_seconds: float = 30 * 86400.0,
+    ) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.keep_done_seconds = keep_done_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_prune = 0.0
+        self.last_loop_at: float | None = None
+        self.processed = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        reclaimed, due = self.queue.recover()
+        if reclaimed or due:
+            log.info(
+                "queue recovered: %d job(s) left working by a stopped process, %d retry job(s) due", reclaimed, due
+            )
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="facet-adapter-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the loop to stop after the job in hand; a job still running after `timeout` stays
+        `working` and is reclaimed at the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.last_loop_at = time.time()
+            try:
+                self._maybe_prune()
+                job = self.run_once()
+            except QueueError as exc:
+                log.error("queue unavailable: %s", exc.message)
+                job = None
+            except Exception as exc:  # the loop must outlive any surprise
+                log.error("worker error (%s)", type(exc).__name__)
+                job = None
+            if job is None:
+                self._wake.wait(self._sleep_seconds())
+                self._wake.clear()
+
+    def _sleep_seconds(self) -> float:
+        try:
+            due = self.queue.next_due_at()
+        except QueueError:
+            return self.poll_seconds
+        if due is None:
+            return self.poll_seconds
+        # Poll anyway, so `queue retry` from another process is noticed within poll_seconds.
+        return max(0.01, min(self.poll_seconds, due - self.queue.clock()))
+
+    def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._last_prune >= _PRUNE_EVERY_SECONDS:
+            self._last_prune = now
+            pruned = self.queue.prune(self.keep_done_seconds)
+            if pruned:
+                log.info("pruned %d done job(s)", pruned)
+
+    def run_once(self) -> Job | None:
+        """Claim and process one due job; None when nothing is due."""
+        job = self.queue.claim(self.lease_seconds)
+        if job is None:
+            return None
+        target = job.reference or job.kind
+        started = time.monotonic()
+        try:
+            note = self.handler(job)
+        except InputError as exc:
+            updated = self.queue.fail(job, describe_error(exc), retryable=False)
+            log.warning("job %d %s: dead (%s)", job.id, target, type(exc).__name__)
+            return updated or job
+        except Exception as exc:
+            updated = self.queue.fail(job, describe_error(exc), retryable=True)
+            state = updated.state if updated else "lost"
+            log.warning(
+                "job %d %s: attempt %d failed (%s); %s", job.id, target, job.attempts, type(exc).__name__, state
+            )
+            return updated or job
+        self.queue.complete(job, note)
+        self.processed += 1
+        log.info(
+            "job %d %s: done in %.2f s%s", job.id, target, time.monotonic() - started, f" ({note})" if note else ""
+        )
+        return job
