@@ -138,3 +138,17 @@ def add_months(day: dt.date, months: int) -> dt.date:
     year = day.year + month_index // 12
     month = month_index % 12 + 1
     return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def reference_holders(value: Any, *, into_contained: bool = False) -> Iterator[dict[str, Any]]:
+    """Every dict with a string `reference` (a Reference), found iteratively: input may nest deeper
+    than Python's recursion limit. Contained resources are skipped unless `into_contained`."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, dict):
+            if isinstance(current.get("reference"), str):
+                yield current
+            stack.extend(v for k, v in current.items() if into_contained or k != "contained")
+        elif isinstance(current, list):
+            stack.extend(current)

@@ -48,7 +48,7 @@ import orjson
 
 from .errors import AdapterError, InputError, NoFacetProcedureError, UsageError
 from .fhirclient import FhirClient, FhirConflict, FhirNotFound, FhirRequestRejected, entry_results, parse_location
-from .fhirpath import CPT, HCPCS, HCPCS_HTTPS, LOINC, add_months, parse_date, period_start_end
+from .fhirpath import CPT, HCPCS, HCPCS_HTTPS, LOINC, add_months, parse_date, period_start_end, reference_holders
 from .findings import Finding
 from .outcome import RULE_SYSTEM
 from .pipeline import Options, Result, process
@@ -481,14 +481,14 @@ def server_claim(client: FhirClient, result: Result) -> dict[str, Any]:
     by_url = {e["fullUrl"]: e["resource"] for e in bundle["entry"][1:] if isinstance(e.get("fullUrl"), str)}
     containers = _lifted_containers(result)
     contained: dict[str, dict[str, Any]] = {}
-    for holder in _reference_holders(claim):
+    for holder in reference_holders(claim):
         reference = holder["reference"]
         if reference.startswith(client.base_url + "/"):
             holder["reference"] = client.relative(reference)
         elif reference in containers and reference in by_url:
             inner = copy.deepcopy(by_url[reference])
             container_ref = containers[reference]
-            for inner_holder in _reference_holders(inner):
+            for inner_holder in reference_holders(inner):
                 target = inner_holder["reference"]
                 # "#x" meant the original container (or a sibling inside it): that is the container.
                 inner_holder["reference"] = container_ref if target.startswith("#") else client.relative(target)
@@ -515,18 +515,6 @@ def _lifted_containers(result: Result) -> dict[str, str]:
         for inner in res.contained.values():
             out[f"urn:uuid:{uuid.uuid5(NAMESPACE, inner.key)}"] = res.key
     return out
-
-
-def _reference_holders(value: Any) -> Iterator[dict[str, Any]]:
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            if isinstance(current.get("reference"), str):
-                yield current
-            stack.extend(v for k, v in current.items() if k != "contained")
-        elif isinstance(current, list):
-            stack.extend(current)
 
 
 def claim_lines(claim: Mapping[str, Any]) -> list[str]:
@@ -842,7 +830,7 @@ def as_transaction(raw: bytes, *, id_prefix: str = "", name: str = "input") -> d
                 meta.pop(server_owned, None)
             if not meta:
                 data.pop("meta")
-        for holder in _all_reference_holders(data):
+        for holder in reference_holders(data, into_contained=True):
             reference = holder["reference"]
             if reference.startswith("#"):
                 continue
@@ -860,16 +848,3 @@ def prefixed_id(prefix: str, original: str) -> str:
         return new
     digest = hashlib.sha256(new.encode()).hexdigest()[:10]
     return f"{new[:53]}-{digest}"
-
-
-def _all_reference_holders(value: Any) -> Iterator[dict[str, Any]]:
-    """Reference holders including those inside contained resources."""
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            if isinstance(current.get("reference"), str):
-                yield current
-            stack.extend(current.values())
-        elif isinstance(current, list):
-            stack.extend(current)

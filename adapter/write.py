@@ -17,7 +17,7 @@ import orjson
 from .check import DiagnosisCheck
 from .code import Coding, coding_tables
 from .errors import NotFhirError
-from .fhirpath import CPT, ICD10CM, LOINC, POS_SYSTEM
+from .fhirpath import CPT, ICD10CM, LOINC, POS_SYSTEM, reference_holders
 from .findings import Finding, holds_claim
 from .ingest import Res, ResourceIndex
 from .model import Case, ClaimLine, EvidenceItem, label_guidance
@@ -98,7 +98,7 @@ class _Entries:
         return entries
 
     def _rewrite(self, copy: dict[str, Any], res: Res) -> None:
-        for holder in _reference_holders(copy):
+        for holder in reference_holders(copy):
             target = self.index.resolve(holder["reference"], res)
             if target is not None and id(target) in self.urls and target.container is None:
                 holder["reference"] = self.urls[id(target)]
@@ -124,21 +124,8 @@ def _contained_id(res: Res) -> str:
     return f"{parent}-{res.id or 'x'}"[:64]
 
 
-def _reference_holders(value: Any) -> Iterator[dict[str, Any]]:
-    """Every dict with a string `reference`, found iteratively (input may nest deeply)."""
-    stack = [value]
-    while stack:
-        current = stack.pop()
-        if isinstance(current, dict):
-            if isinstance(current.get("reference"), str):
-                yield current
-            stack.extend(v for k, v in current.items() if k != "contained")
-        elif isinstance(current, list):
-            stack.extend(current)
-
-
 def _referenced(index: ResourceIndex, res: Res) -> Iterator[Res]:
-    for holder in _reference_holders(res.data):
+    for holder in reference_holders(res.data):
         reference = holder["reference"]
         if reference.startswith("#"):
             continue

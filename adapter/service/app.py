@@ -22,13 +22,14 @@ server, so every HAPI version accepts it; the work itself is done later, from th
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -83,6 +84,17 @@ def _request_body(description: str, *, ndjson: bool, optional: bool = False) -> 
     if ndjson:
         content.update({media: {"schema": {"type": "string"}} for media in sorted(NDJSON_TYPES)})
     return {"requestBody": {"required": not optional, "description": description, "content": content}}
+
+
+def query_options(
+    payer: str | None = Query(None, description="Payer profile, e.g. medicare; default from the Coverage"),
+    use: Literal["claim", "preauthorization"] = Query("claim"),
+    pos: str | None = Query(None, description="CMS place-of-service code (two digits)"),
+    prior_auth: str | None = Query(None, description="Prior authorization number on record"),
+) -> Options:
+    """The query parameters /claim and /check share, as the pipeline's options (a FastAPI dependency,
+    at module level so the annotations of the endpoints that use it resolve)."""
+    return Options(payer=payer.lower() if payer else None, use=use, pos=pos or None, prior_auth=prior_auth or None)
 
 
 def create_app(
@@ -251,18 +263,10 @@ def create_app(
         shape = body_format(request, body, ndjson=True)
         name = "request.ndjson" if shape == "ndjson" else "request body"
         try:
-            return await run_in_threadpool(process, body, options, name=name)
+            bounded = dataclasses.replace(options, max_input_bytes=settings.max_api_bytes)
+            return await run_in_threadpool(process, body, bounded, name=name)
         except AdapterError as exc:
             raise ServiceError(exc.http_status, exc.issue_code, exc.message, body=exc.to_operation_outcome()) from None
-
-    def api_options(payer: str | None, use: str, pos: str | None, prior_auth: str | None) -> Options:
-        return Options(
-            payer=payer.lower() if payer else None,
-            use=use,  # type: ignore[arg-type]
-            pos=pos or None,
-            prior_auth=prior_auth or None,
-            max_input_bytes=settings.max_api_bytes,
-        )
 
     api_doc: dict[str, Any] = {
         "tags": ["coding"],
@@ -295,12 +299,9 @@ def create_app(
     )
     async def claim(
         request: Request,
-        payer: str | None = Query(None, description="Payer profile, e.g. medicare; default from the Coverage"),
-        use: Literal["claim", "preauthorization"] = Query("claim"),
-        pos: str | None = Query(None, description="CMS place-of-service code (two digits)"),
-        prior_auth: str | None = Query(None, description="Prior authorization number on record"),
+        options: Annotated[Options, Depends(query_options)],
     ) -> Response:
-        result = await run_pipeline(request, api_options(payer, use, pos, prior_auth))
+        result = await run_pipeline(request, options)
         return FhirResponse(result.bundle, headers={"X-Facet-Adapter-Held": str(result.held).lower()})
 
     @app.post(
@@ -316,12 +317,9 @@ def create_app(
     )
     async def check(
         request: Request,
-        payer: str | None = Query(None, description="Payer profile, e.g. medicare; default from the Coverage"),
-        use: Literal["claim", "preauthorization"] = Query("claim"),
-        pos: str | None = Query(None, description="CMS place-of-service code (two digits)"),
-        prior_auth: str | None = Query(None, description="Prior authorization number on record"),
+        options: Annotated[Options, Depends(query_options)],
     ) -> Response:
-        result = await run_pipeline(request, api_options(payer, use, pos, prior_auth))
+        result = await run_pipeline(request, options)
         return FhirResponse(result.outcome(), headers={"X-Facet-Adapter-Held": str(result.held).lower()})
 
     # ------------------------------------------------------------------ operations
