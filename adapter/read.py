@@ -479,7 +479,10 @@ def _levels(
         source = "cpt" if levels else None
 
     for finding in levels:
-        if not finding.sides and finding.level.joint:
+        # A side the text gives on this very level joins the level's own ("left and right for one
+        # level, from any sources, make it bilateral"); a side given for the whole procedure only
+        # fills a level that has none.
+        if finding.level.joint:
             finding.sides |= text_joint_sides.get(finding.level.joint, set())
         if not finding.sides:
             finding.sides |= whole_sides

@@ -147,3 +147,12 @@ def test_therapeutic_and_unknown_intent_get_no_kx() -> None:
     result = case.run(payer="medicare")
     assert lines(result) == [("64493", frozenset({"50"}), 1)]
     assert "intent-unknown" in rule_ids(result)
+
+
+def test_left_in_text_and_right_in_body_site_for_one_level_is_bilateral() -> None:
+    case = CaseBuilder()
+    case.block("L4-L5", side="right", text="Left L4-L5 facet joint injection")
+    assert lines(case.run(payer="medicare")) == [("64493", KX50, 1)]
+    whole = CaseBuilder()
+    whole.block("L4-L5", side="right", text="Bilateral lumbar facet joint injection")  # no level: fills only gaps
+    assert lines(whole.run(payer="medicare")) == [("64493", frozenset({"RT", "KX"}), 1)]
