@@ -29,6 +29,9 @@ Write-back rules:
   patient, an identifier derived from the Claim's, one `input` per error/warning finding). When
   a later sync finds no error, an open Task is set `completed` (the findings were resolved).
 - A Claim a person set `cancelled` or `entered-in-error` is left alone.
+- When a session gains or loses a procedure, its identifier changes: the adapter's earlier open
+  Claim that bills any of the session's procedures is cancelled (and its Task), so exactly one
+  current Claim bills each procedure. A procedure that leaves its session re-codes what is left.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class SyncOutcome:
     task: dict[str, Any] | None = None
     outcome: dict[str, Any] | None = None  # the findings as an OperationOutcome
     error: dict[str, Any] | None = None  # an input error for this session (exit 2), as an OperationOutcome
+    retired: list[str] = field(default_factory=list)  # superseded Claims cancelled (or, dry run, to cancel)
 
     @property
     def held(self) -> bool:
@@ -132,6 +136,7 @@ class SyncOutcome:
             "taskStatus": self.task_status,
             "taskAction": self.task_action,
             "lines": self.lines,
+            "retired": self.retired,
             "findings": [
                 {"ruleId": f.rule_id, "severity": f.severity, "message": f.message, "carc": f.carc}
                 for f in self.findings
@@ -375,8 +380,47 @@ def sync_procedure(
     failures."""
     key = focus_key(procedure_id, options.use)
     resources = gather(client, key, use=options.use)
-    result = process(input_bundle(client, resources), dataclasses.replace(options, focus=key), name="server record")
+    raw = input_bundle(client, resources)
+    try:
+        result = process(raw, dataclasses.replace(options, focus=key), name="server record")
+    except NoFacetProcedureError:
+        # The procedure left its session (entered-in-error, not-done, recoded...): code what is left
+        # of the session, which also retires the Claim that still bills it; with nothing left,
+        # retire that Claim here.
+        for sibling in _session_siblings(resources, key, options.use):
+            try:
+                result = process(raw, dataclasses.replace(options, focus=sibling), name="server record")
+            except NoFacetProcedureError:
+                continue
+            return write_back(client, result, sibling, dry_run=dry_run, now=now)
+        retired = retire_superseded(
+            client, _patient_of(resources, key), {key}, options.use, keep=None, dry_run=dry_run, now=now
+        )
+        if retired:
+            log.info("%s is no longer billable; retired %s", key, ", ".join(retired))
+        raise
     return write_back(client, result, key, dry_run=dry_run, now=now)
+
+
+def _patient_of(resources: Sequence[Mapping[str, Any]], key: str) -> str | None:
+    focus = next((r for r in resources if f"{r.get('resourceType')}/{r.get('id')}" == key), None)
+    return _reference(focus.get("subject")) if focus is not None else None
+
+
+def _session_siblings(resources: Sequence[Mapping[str, Any]], key: str, use: str) -> list[str]:
+    """The other procedures of the focus's patient and date of service (candidates to re-code)."""
+    focus = next((r for r in resources if f"{r.get('resourceType')}/{r.get('id')}" == key), None)
+    if focus is None or _date_of(focus) is None:
+        return []
+    type_ = "ServiceRequest" if use == "preauthorization" else "Procedure"
+    return [
+        f"{type_}/{r['id']}"
+        for r in resources
+        if r.get("resourceType") == type_
+        and f"{type_}/{r.get('id')}" != key
+        and _date_of(r) == _date_of(focus)
+        and _reference(r.get("subject")) == _reference(focus.get("subject"))
+    ]
 
 
 def sync_patient(
@@ -632,8 +676,10 @@ def write_back(
             if dry_run:
                 outcome.claim_action = "would-create"
                 outcome.task_action = "would-create" if task else "none"
+                _retire_others(client, result, outcome, dry_run=True, now=now)
                 return outcome
             if _create_claim(client, claim, task, ident, claim_query, task_query, outcome):
+                _retire_others(client, result, outcome, dry_run=dry_run, now=now)
                 return outcome
             known_id = outcome.claim_id  # it existed after all (created in between): compare with it
             continue
@@ -644,6 +690,7 @@ def write_back(
             known_id = str(existing["id"])
             continue
         _sync_task(client, result, ident, task_query, stamp, outcome, dry_run=dry_run)
+        _retire_others(client, result, outcome, dry_run=dry_run, now=now)
         return outcome
     raise FhirConflict(f"The Claim for {procedure} kept changing on the server; it was not written.", status=412)
 
@@ -802,6 +849,92 @@ def _sync_task(
     stored = client.update(closed, if_match=existing.get("meta", {}).get("versionId"))
     outcome.task_status, outcome.task_action = str(stored.get("status")), "completed"
     log.info("completed Task/%s", existing.get("id"))
+
+
+# --------------------------------------------------------------------------- superseded Claims
+
+# A session's Claim identifier names its procedures (contract §5.1), so a session that gains or
+# loses a procedure (the second side recorded later, one entered-in-error) codes to a new Claim.
+# The Claim the adapter wrote for the earlier state still bills those procedures: it is retired
+# (cancelled, its Task too) so exactly one current Claim bills each procedure.
+
+
+def _billed_procedures(claim: Mapping[str, Any]) -> set[str]:
+    refs = {_reference(p.get("procedureReference")) for p in claim.get("procedure") or [] if isinstance(p, Mapping)}
+    for item in claim.get("item") or []:
+        for ext in item.get("extension") or [] if isinstance(item, Mapping) else []:
+            if isinstance(ext, Mapping) and str(ext.get("url", "")).endswith("/extension-requestedService"):
+                refs.add(_reference(ext.get("valueReference")))
+    return {r for r in refs if r}
+
+
+def _is_ours(claim: Mapping[str, Any]) -> bool:
+    return any(
+        isinstance(tag, Mapping) and tag.get("system") == PACK_TAG_SYSTEM
+        for tag in (claim.get("meta") or {}).get("tag") or []
+    )
+
+
+def retire_superseded(
+    client: FhirClient,
+    patient: str | None,
+    procedures: set[str],
+    use: str,
+    *,
+    keep: str | None,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+) -> list[str]:
+    """Cancel the adapter's other open Claims of `patient` that bill any of `procedures` (and close
+    their Tasks). Returns the `Claim/id`s retired (or, with dry_run, that would be)."""
+    if not patient or not procedures:
+        return []
+    stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
+    retired: list[str] = []
+    for claim in client.search("Claim", [("patient", client.relative(patient)), ("use", use)]):
+        claim_id = str(claim.get("id"))
+        if (
+            claim.get("resourceType") != "Claim"
+            or claim_id == keep
+            or not _is_ours(claim)
+            or claim.get("status") not in ("active", "draft")
+            or not _billed_procedures(claim) & procedures
+        ):
+            continue
+        retired.append(f"Claim/{claim_id}")
+        if dry_run:
+            continue
+        version = claim.get("meta", {}).get("versionId")
+        client.update({**claim, "status": "cancelled"}, if_match=str(version) if version else None)
+        log.info("cancelled superseded Claim/%s", claim_id)
+        for value in (i.get("value") for i in claim.get("identifier") or [] if isinstance(i, Mapping)):
+            if isinstance(value, str) and value.startswith("urn:uuid:"):
+                _close_task(client, task_identifier(value.removeprefix("urn:uuid:")), stamp)
+    return retired
+
+
+def _close_task(client: FhirClient, task_ident: str, stamp: str) -> None:
+    task = _find_one(client, "Task", f"identifier={IDENTIFIER_SYSTEM}|urn:uuid:{task_ident}")
+    if task is None or task.get("status") not in OPEN_TASK_STATUSES:
+        return
+    closed = {
+        **task,
+        "status": "cancelled",
+        "businessStatus": {"text": RESOLVED},
+        "statusReason": {"text": "The claim was superseded by a newer claim for the same procedures."},
+        "lastModified": stamp,
+    }
+    client.update(closed, if_match=task.get("meta", {}).get("versionId"))
+    log.info("cancelled Task/%s of a superseded Claim", task.get("id"))
+
+
+def _retire_others(
+    client: FhirClient, result: Result, outcome: SyncOutcome, *, dry_run: bool, now: dt.datetime | None
+) -> None:
+    billed = {client.relative(key) if "://" in key else key for key in result.case.session.keys}
+    outcome.retired = retire_superseded(
+        client, result.case.patient, billed, result.case.use, keep=outcome.claim_id, dry_run=dry_run, now=now
+    )
 
 
 # --------------------------------------------------------------------------- loading files

@@ -478,3 +478,60 @@ def test_sandbox_loads_every_example_and_prints_a_row_per_session(fhir_server: F
     assert {r["claimAction"] for r in results} == {"unchanged"}
     first_ids = {row.split()[2] for row in rows}
     assert {r["claimId"] for r in results} == first_ids
+
+
+# --------------------------------------------------------------------------- sessions that change shape
+
+
+def open_claims(client: FhirClient, patient: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in client.search("Claim", {"patient": patient})
+        if r["resourceType"] == "Claim" and r["status"] in ("active", "draft")
+    ]
+
+
+def test_a_procedure_recorded_later_supersedes_the_first_claim(client: FhirClient) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    source = EXAMPLES / "medicare-lumbar-bilateral" / "input.json"
+    bundle = as_transaction(source.read_bytes(), id_prefix=prefix, name=source.name)
+    later = [e for e in bundle["entry"] if e["resource"].get("id") == f"{prefix}mbb-l5s1"]
+    bundle["entry"] = [e for e in bundle["entry"] if e not in later]
+    client.transaction(bundle)
+    patient = f"Patient/{prefix}pt-ana"
+
+    first = sync_procedure(client, f"{prefix}mbb-l4l5", MEDICARE)
+    assert first.lines == ["64493-50-KX"]
+    # The second level is recorded after the first notification: the session now has two procedures.
+    client.transaction({**bundle, "entry": later})
+    second = sync_procedure(client, f"{prefix}mbb-l5s1", MEDICARE)
+    assert second.lines == ["64493-50-KX", "64494-50-KX"]
+    assert second.retired == [f"Claim/{first.claim_id}"]
+    [current] = open_claims(client, patient)
+    assert current["id"] == second.claim_id
+    assert client.read("Claim", str(first.claim_id))["status"] == "cancelled"
+    # Syncing either procedure again changes nothing.
+    again = sync_procedure(client, f"{prefix}mbb-l4l5", MEDICARE)
+    assert (again.claim_action, again.retired) == ("unchanged", [])
+    assert len(open_claims(client, patient)) == 1
+
+
+def test_a_procedure_entered_in_error_recodes_what_is_left(client: FhirClient) -> None:
+    prefix = load(client, "medicare-lumbar-bilateral")
+    patient = f"Patient/{prefix}pt-ana"
+    first = sync_procedure(client, f"{prefix}mbb-l4l5", MEDICARE)
+    procedure = client.read("Procedure", f"{prefix}mbb-l5s1")
+    client.update({**procedure, "status": "entered-in-error"})
+    # The notification is about the procedure that left the session.
+    after = sync_procedure(client, f"{prefix}mbb-l5s1", MEDICARE)
+    assert after.session == [f"Procedure/{prefix}mbb-l4l5"]
+    assert after.lines == ["64493-50-KX"]
+    assert after.retired == [f"Claim/{first.claim_id}"]
+    [current] = open_claims(client, patient)
+    assert current["id"] == after.claim_id
+    # Nothing left to bill: the last Claim is retired and the sync says why.
+    remaining = client.read("Procedure", f"{prefix}mbb-l4l5")
+    client.update({**remaining, "status": "entered-in-error"})
+    with pytest.raises(NoFacetProcedureError):
+        sync_procedure(client, f"{prefix}mbb-l4l5", MEDICARE)
+    assert open_claims(client, patient) == []
