@@ -51,7 +51,17 @@ import orjson
 
 from .errors import AdapterError, InputError, NoFacetProcedureError, UsageError
 from .fhirclient import FhirClient, FhirConflict, FhirNotFound, FhirRequestRejected, entry_results, parse_location
-from .fhirpath import CPT, HCPCS, HCPCS_HTTPS, LOINC, add_months, parse_date, period_start_end, reference_holders
+from .fhirpath import (
+    CPT,
+    HCPCS,
+    HCPCS_HTTPS,
+    LOINC,
+    add_months,
+    parse_date,
+    period_start_end,
+    reference_holders,
+    reference_of,
+)
 from .findings import Finding
 from .outcome import RULE_SYSTEM
 from .pipeline import Options, Result, process
@@ -211,7 +221,7 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
         raise NoFacetProcedureError(f"{key} does not exist on the FHIR server.") from None
     found = _Found()
     found.add(focus)
-    subject = _reference(focus.get("subject"))
+    subject = reference_of(focus.get("subject"))
     patient = parse_location(client.relative(subject)) if subject and "://" not in client.relative(subject) else None
     if patient is None or patient.type != "Patient":
         return list(found.items.values())  # the pipeline reports what is missing
@@ -307,7 +317,7 @@ def _read_missing(client: FhirClient, found: _Found) -> None:
         for resource in list(found.items.values()):
             for path in _FOLLOWED.get(str(resource.get("resourceType")), ()):
                 for value in _values_at(resource, path):
-                    reference = _reference(value)
+                    reference = reference_of(value)
                     if not reference or reference.startswith(("#", "urn:")):
                         continue
                     relative = client.relative(reference)
@@ -336,12 +346,6 @@ def _values_at(resource: Mapping[str, Any], path: Sequence[str]) -> Iterator[Any
                 nxt.extend(item if isinstance(item, list) else [item] if item is not None else [])
         values = nxt
     yield from values
-
-
-def _reference(value: Any) -> str | None:
-    if isinstance(value, Mapping) and isinstance(value.get("reference"), str):
-        return str(value["reference"])
-    return None
 
 
 def _date_of(resource: Mapping[str, Any]) -> dt.date | None:
@@ -404,7 +408,7 @@ def sync_procedure(
 
 def _patient_of(resources: Sequence[Mapping[str, Any]], key: str) -> str | None:
     focus = next((r for r in resources if f"{r.get('resourceType')}/{r.get('id')}" == key), None)
-    return _reference(focus.get("subject")) if focus is not None else None
+    return reference_of(focus.get("subject")) if focus is not None else None
 
 
 def _session_siblings(resources: Sequence[Mapping[str, Any]], key: str, use: str) -> list[str]:
@@ -419,7 +423,7 @@ def _session_siblings(resources: Sequence[Mapping[str, Any]], key: str, use: str
         if r.get("resourceType") == type_
         and f"{type_}/{r.get('id')}" != key
         and _date_of(r) == _date_of(focus)
-        and _reference(r.get("subject")) == _reference(focus.get("subject"))
+        and reference_of(r.get("subject")) == reference_of(focus.get("subject"))
     ]
 
 
@@ -478,7 +482,7 @@ def sync_since(
     for resource in client.search(type_, params):
         if resource.get("resourceType") != type_:
             continue
-        patient = client.relative(_reference(resource.get("subject")) or "")
+        patient = client.relative(reference_of(resource.get("subject")) or "")
         day = _date_of(resource)
         session = (patient, day.isoformat() if day else f"undated:{resource.get('id')}")
         sessions.setdefault(session, f"{type_}/{resource['id']}")
@@ -860,11 +864,11 @@ def _sync_task(
 
 
 def _billed_procedures(claim: Mapping[str, Any]) -> set[str]:
-    refs = {_reference(p.get("procedureReference")) for p in claim.get("procedure") or [] if isinstance(p, Mapping)}
+    refs = {reference_of(p.get("procedureReference")) for p in claim.get("procedure") or [] if isinstance(p, Mapping)}
     for item in claim.get("item") or []:
         for ext in item.get("extension") or [] if isinstance(item, Mapping) else []:
             if isinstance(ext, Mapping) and str(ext.get("url", "")).endswith("/extension-requestedService"):
-                refs.add(_reference(ext.get("valueReference")))
+                refs.add(reference_of(ext.get("valueReference")))
     return {r for r in refs if r}
 
 
