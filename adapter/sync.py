@@ -84,7 +84,7 @@ _CHUNK = 20  # references per `Observation?part-of=a,b,...` fallback search
 
 
 def facet_codes() -> list[str]:
-    from .read import code_tables
+    from .facets import code_tables
 
     return sorted(code_tables().facet_codes)
 

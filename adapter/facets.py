@@ -1,0 +1,52 @@
+"""What makes a facet procedure (contract §2.1), and the code tables that say it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from .data import load_toml
+from .fhirpath import CPT_LIKE_SYSTEMS, SNOMED, codings, concept_words, note_texts
+from .ingest import Res
+from .wording import says_facet
+
+
+@dataclass(frozen=True, slots=True)
+class CodeTables:
+    facet_codes: dict[str, dict[str, Any]]
+    imaging: dict[str, str]
+    snomed_procedures: dict[str, dict[str, Any]]
+
+
+@cache
+def code_tables() -> CodeTables:
+    raw = load_toml("cpt.toml")
+    return CodeTables(
+        facet_codes={str(k): dict(v) for k, v in raw["codes"].items()},
+        imaging={str(k): str(v) for k, v in raw["imaging"].items()},
+        snomed_procedures={str(k): dict(v) for k, v in raw.get("snomed_procedures", {}).items()},
+    )
+
+
+def facet_cpt(concept: Any, tables: CodeTables) -> list[tuple[int, str]]:
+    return [
+        (i, code)
+        for i, system, code, _ in codings(concept)
+        if system in CPT_LIKE_SYSTEMS and code is not None and code.upper() in tables.facet_codes
+    ]
+
+
+def is_facet(res: Res, tables: CodeTables) -> bool:
+    code = res.data.get("code")
+    if facet_cpt(code, tables):
+        return True
+    if any(system in CPT_LIKE_SYSTEMS for _, system, _, _ in codings(code)):
+        # Coded with another CPT/HCPCS code (77003 guidance, 97110 exercise...): not a facet procedure,
+        # whatever its text says ("fluoroscopic guidance for facet injection").
+        return False
+    if any(system == SNOMED and value in tables.snomed_procedures for _, system, value, _ in codings(code)):
+        return True
+    if says_facet(concept_words(code)):
+        return True
+    return any(says_facet(text) for _, text in note_texts(res.data))
