@@ -37,6 +37,7 @@ from .sync import (
     sync_patient,
     sync_procedure,
     sync_since,
+    transaction_chunks,
 )
 
 if TYPE_CHECKING:
@@ -322,8 +323,12 @@ def load_example(client: FhirClient, directory: Path, id_prefix: str) -> dict[st
     """Load one example's input into the server as a transaction of PUTs (idempotent)."""
     source = next(iter(sorted(directory.glob("input.*"))))
     bundle = as_transaction(source.read_bytes(), id_prefix=id_prefix, name=source.name)
-    response = client.transaction(bundle)
-    failed = [r for r in entry_results(response) if r.status is None or r.status >= 400 or outcome_errors(r.outcome)]
+    failed = [
+        r
+        for chunk in transaction_chunks(bundle)
+        for r in entry_results(client.transaction(chunk))
+        if r.status is None or r.status >= 400 or outcome_errors(r.outcome)
+    ]
     if failed:
         # A transaction is all or nothing, so this means a server that answers it like a batch.
         raise FhirProtocolError(f"The server did not store {len(failed)} resource(s) of {directory.name}.")

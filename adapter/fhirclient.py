@@ -19,7 +19,13 @@ What it adds over plain requests:
 - Auth: a static bearer token or SMART Backend Services (client credentials with a signed JWT
   assertion), with the token cached and refreshed once on a 401.
 - Paging through `Bundle.link[relation=next]` (absolute or relative URLs, HAPI `_getpages` or
-  `_offset` links alike) with a page cap.
+  `_offset` links alike) with a page cap. A search that reaches the cap (or whose links loop)
+  raises instead of returning a prefix: a partial patient record would make the frequency and
+  prerequisite rules pass that should fail.
+- Bounded responses: a body is read in pieces up to `max_response_bytes` (64 MiB by default;
+  `FhirResponseTooLarge` beyond it), and each exchange has an overall `deadline` (120 s by
+  default; `FhirDeadlineExceeded`), so a slow-drip server cannot hold a worker by sending a byte
+  just before every read timeout.
 - Server differences absorbed: transaction-response statuses `"201 Created"` (HAPI) and `"201"`
   (Medplum), numeric or UUID version ids, relative or absolute `Location` headers with or
   without `/_history/<vid>`.
@@ -44,6 +50,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import requests
+import urllib3.exceptions
 
 from .errors import ErrorDetail, UpstreamError
 
@@ -58,6 +65,9 @@ NOT_PROCESSED_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER_S = 60.0
 MAX_BACKOFF_S = 30.0
 DEFAULT_MAX_PAGES = 100
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+DEFAULT_DEADLINE_S = 120.0
+_READ_CHUNK = 64 * 1024
 # HAPI reuses the results of an identical search for up to a minute by default; a sync that
 # looks for the Claim it has just written must see it.
 _NO_CACHE = {"Cache-Control": "no-cache"}
@@ -132,6 +142,36 @@ class FhirProtocolError(FhirError):
 
     issue_code = "structure"
     http_status = 502
+
+
+class FhirPageLimitError(FhirProtocolError):
+    """A search has more pages than the client's page cap. Raised instead of returning the pages
+    read so far: a truncated record looks complete to the rules."""
+
+    issue_code = "too-costly"
+
+    def __init__(self, message: str, *, max_pages: int, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.max_pages = max_pages
+
+
+class FhirResponseTooLarge(FhirProtocolError):
+    """A response body is larger than the client's `max_response_bytes`."""
+
+    issue_code = "too-costly"
+
+    def __init__(self, message: str, *, limit: int, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.limit = limit
+
+
+class FhirDeadlineExceeded(FhirServerUnavailable):
+    """The server did not finish an answer within the client's overall `deadline` (per attempt),
+    e.g. a body that trickles in slower than the read timeout could notice."""
+
+    def __init__(self, message: str, *, deadline: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.deadline = deadline
 
 
 def _outcome_details(outcome: dict[str, Any] | None) -> list[ErrorDetail]:
@@ -422,12 +462,16 @@ class FhirClient:
         user_agent: str = DEFAULT_USER_AGENT,
         max_pages: int = DEFAULT_MAX_PAGES,
         max_retry_after: float = MAX_RETRY_AFTER_S,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float = DEFAULT_DEADLINE_S,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             from .errors import UsageError
 
             raise UsageError("The FHIR base URL must be an absolute http(s) URL, e.g. https://fhir.example.org/r4.")
+        if max_response_bytes < 1 or deadline <= 0:
+            raise ValueError("max_response_bytes and deadline must be positive.")
         self.base_url = base_url.rstrip("/")
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_path = parts.path.rstrip("/")
@@ -439,6 +483,8 @@ class FhirClient:
         self.user_agent = user_agent
         self.max_pages = max_pages
         self.max_retry_after = max_retry_after
+        self.max_response_bytes = max_response_bytes
+        self.deadline = deadline
         self._capabilities: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -501,11 +547,18 @@ class FhirClient:
     def pages(
         self, type_: str | None, params: Params = None, *, max_pages: int | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Each page of a search, following `Bundle.link[relation=next]`."""
+        """Each page of a search, following `Bundle.link[relation=next]`.
+
+        Never a silent prefix: when page `max_pages` still links to a next page,
+        `FhirPageLimitError` is raised (after the pages before it were yielded), and a next link
+        seen before is a `FhirProtocolError`. A caller that collects the results gets an error
+        instead of a truncated record."""
         cap = max_pages or self.max_pages
+        where = type_ or "the server"
         bundle = self.search_bundle(type_, params)
         seen: set[str] = set()
-        for page in range(1, cap + 1):
+        page = 1
+        while True:
             yield bundle
             next_url = next(
                 (
@@ -518,11 +571,18 @@ class FhirClient:
             if not next_url or not bundle.get("entry"):
                 return
             if next_url in seen:
-                log.warning("search paging loops (page %d); stopping", page)
-                return
+                raise FhirProtocolError(
+                    f"The server's paging links for a search on {where} loop (page {page}); the result is incomplete."
+                )
+            if page >= cap:
+                raise FhirPageLimitError(
+                    f"A search on {where} has more than {cap} pages (the client's page cap); "
+                    "the result would be incomplete, so it is not used.",
+                    max_pages=cap,
+                )
             seen.add(next_url)
             bundle = self._json("GET", next_url, headers=_NO_CACHE, idempotent=True)
-        log.warning("search on %s stopped at the page cap (%d pages)", type_ or "system", cap)
+            page += 1
 
     def search(
         self, type_: str | None, params: Params = None, *, max_pages: int | None = None
@@ -689,15 +749,17 @@ class FhirClient:
                 send_headers.update(self.auth.headers(self))
             started = time.monotonic()
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=_param_list(params),
-                    data=data,
-                    headers=send_headers,
-                    timeout=self.timeout,
-                    allow_redirects=False,
+                response = self._exchange(
+                    method, url, params=params, data=data, headers=send_headers, deadline_at=started + self.deadline
                 )
+            except _TooLarge:
+                raise FhirResponseTooLarge(
+                    f"The FHIR server's answer to {method} {path} is larger than the limit of "
+                    f"{self.max_response_bytes:,} bytes.",
+                    limit=self.max_response_bytes,
+                    method=method,
+                    path=path,
+                ) from None
             except requests.exceptions.RequestException as exc:
                 kind = _exception_kind(exc)
                 # Only failures before the request left this machine are safe to repeat for a
@@ -709,6 +771,14 @@ class FhirClient:
                     time.sleep(delay)
                     attempt += 1
                     continue
+                if isinstance(exc, _DeadlineExceeded):
+                    raise FhirDeadlineExceeded(
+                        f"The FHIR server did not finish its answer to {method} {path} within the "
+                        f"{self.deadline:g} s deadline ({attempt + 1} attempt(s)).",
+                        deadline=self.deadline,
+                        method=method,
+                        path=path,
+                    ) from None
                 raise FhirServerUnavailable(
                     f"The FHIR server could not be reached ({kind}) for {method} {path} "
                     f"after {attempt + 1} attempt(s).",
@@ -731,11 +801,91 @@ class FhirClient:
                 continue
             return response
 
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Params,
+        data: Any,
+        headers: Mapping[str, str],
+        deadline_at: float,
+    ) -> Any:
+        """One HTTP exchange with its body read under the size cap and the deadline. The response
+        comes back with its body loaded (`.content`, `.json()` work); requests exceptions (and
+        `_DeadlineExceeded`, a Timeout) and `_TooLarge` are raised as they are."""
+        response = self.session.request(
+            method,
+            url,
+            params=_param_list(params),
+            data=data,
+            headers=headers,
+            timeout=self._timeouts(),
+            allow_redirects=False,
+            stream=True,
+        )
+        try:
+            body = self._read_body(response, deadline_at)
+        except BaseException:
+            response.close()
+            raise
+        response._content = body
+        response._content_consumed = True
+        release = getattr(response.raw, "release_conn", None)
+        if callable(release):
+            release()  # the body was read to its end: the connection can be reused
+        return response
+
+    def _timeouts(self) -> tuple[float, float]:
+        """(connect, read) timeouts, each no longer than the deadline."""
+        connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
+        return min(connect, self.deadline), min(read, self.deadline)
+
+    def _read_body(self, response: Any, deadline_at: float) -> bytes:
+        """Read the body in pieces: each read returns what has arrived (`read1`), so the deadline
+        is checked at least once per read timeout, and the size is checked before the next piece
+        is kept. A declared Content-Length over the cap is refused before anything is read; the
+        size counted is the decoded one (a small gzip body cannot expand past the cap)."""
+        limit = self.max_response_bytes
+        declared = str(response.headers.get("Content-Length") or "").strip()
+        if declared.isdigit() and int(declared) > limit:
+            raise _TooLarge
+        raw = response.raw
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() > deadline_at:
+                raise _DeadlineExceeded("deadline")
+            try:
+                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError:
+                raise requests.exceptions.ReadTimeout("read timeout") from None
+            except urllib3.exceptions.DecodeError:
+                raise requests.exceptions.ContentDecodingError("content decoding") from None
+            except (urllib3.exceptions.HTTPError, OSError):
+                # A connection reset or cut short mid-body: as for a failed connection.
+                raise requests.exceptions.ConnectionError("connection broken while reading") from None
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+
     def _backoff(self, attempt: int) -> float:
         # Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): spreads the
         # retries of many clients instead of having them return in waves.
         ceiling = min(MAX_BACKOFF_S, self.backoff * (2**attempt))
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+
+
+class _TooLarge(Exception):
+    """Internal: the body passed `max_response_bytes` (raised as FhirResponseTooLarge)."""
+
+
+class _DeadlineExceeded(requests.exceptions.Timeout):
+    """Internal: the exchange passed its deadline. A Timeout, so it is retried like a read timeout
+    (only when that cannot write twice); raised as FhirDeadlineExceeded after the last attempt."""
 
 
 def _bundle_is_idempotent(bundle: Mapping[str, Any]) -> bool:

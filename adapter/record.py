@@ -44,6 +44,15 @@ def is_radiculopathy(code: str) -> bool:
     return compact.startswith(("M541", "M472", "M501", "M511", "M543", "M544")) or compact == "M48062"
 
 
+def observation_number(data: dict[str, Any]) -> float | None:
+    """The number an Observation records: valueQuantity.value, or valueInteger (a 0-10 score is
+    naturally an integer)."""
+    for value in (get_dict(data, "valueQuantity").get("value"), data.get("valueInteger")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
 class PatientRecord:
     """The patient's Conditions, Observations, care history, Coverage and authorizations."""
 
@@ -162,9 +171,7 @@ class PatientRecord:
             if when is None or when > self.dos:
                 continue
             quantity = get_dict(data, "valueQuantity")
-            value = quantity.get("value") if isinstance(quantity.get("value"), (int, float)) else None
-            if value is None and isinstance(data.get("valueInteger"), int):
-                value = data["valueInteger"]
+            value = observation_number(data)
             item = EvidenceItem(
                 kind="pain-score" if PAIN_LOINC in loinc else "disability-score",
                 source_key=res.key,
@@ -267,8 +274,8 @@ class PatientRecord:
                 continue
             self.index.validate_used(res)
             quantity = get_dict(data, "valueQuantity")
-            value = quantity.get("value")
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+            value = observation_number(data)
+            if value is None:
                 continue
             loinc = {v for _, system, v, _ in codings(data.get("code")) if system == LOINC}
             words = " ".join(

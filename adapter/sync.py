@@ -9,7 +9,8 @@ Public calls (the Subscription service calls `sync_procedure`):
 - `sync_since(client, since, options, dry_run=False)` → one `SyncOutcome` per session whose
   facet procedures changed since then;
 - `as_transaction(raw)` → an input file (Bundle of any type, NDJSON) as a transaction Bundle of
-  `PUT Type/id` entries (the sandbox loader).
+  `PUT Type/id` entries; `load_file(client, raw)` loads it in dependency-ordered chunks (the
+  sandbox loader).
 
 Write-back rules:
 
@@ -977,6 +978,48 @@ def as_transaction(raw: bytes, *, id_prefix: str = "", name: str = "input") -> d
         key = f"{res.type}/{data['id']}"
         entries[key] = {"resource": data, "request": {"method": "PUT", "url": key}}
     return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries.values())}
+
+
+MAX_TRANSACTION_ENTRIES = 50  # Medplum's limit on updates per transaction; HAPI takes more
+
+
+def transaction_chunks(bundle: Mapping[str, Any], size: int = MAX_TRANSACTION_ENTRIES) -> list[dict[str, Any]]:
+    """Split a transaction of `PUT Type/id` entries into transactions of at most `size` entries,
+    resources before what references them, so a server that checks references (HAPI) accepts
+    every chunk. Reference cycles stay in file order."""
+    entries = list(bundle.get("entry") or [])
+    keys = [str(e["request"]["url"]) for e in entries]
+    position = {key: i for i, key in enumerate(keys)}
+    depends = [
+        {position[r["reference"]] for r in reference_holders(e["resource"]) if r["reference"] in position} - {i}
+        for i, e in enumerate(entries)
+    ]
+    order: list[int] = []
+    state: dict[int, int] = {}  # 1: on the walk's path, 2: placed
+    for start_node in range(len(entries)):
+        if state.get(start_node):
+            continue
+        state[start_node] = 1
+        stack = [(start_node, iter(sorted(depends[start_node])))]
+        while stack:
+            node, targets = stack[-1]
+            target = next(targets, None)
+            if target is None:
+                stack.pop()
+                state[node] = 2
+                order.append(node)
+            elif not state.get(target):
+                state[target] = 1
+                stack.append((target, iter(sorted(depends[target]))))
+    chunks = [[entries[i] for i in order[at : at + size]] for at in range(0, len(order), size)]
+    return [{"resourceType": "Bundle", "type": "transaction", "entry": chunk} for chunk in chunks]
+
+
+def load_file(client: FhirClient, raw: bytes, *, id_prefix: str = "", name: str = "input") -> list[dict[str, Any]]:
+    """Load an input file into the server (see `as_transaction`), in dependency-ordered chunks."""
+    return [
+        client.transaction(chunk) for chunk in transaction_chunks(as_transaction(raw, id_prefix=id_prefix, name=name))
+    ]
 
 
 def prefixed_id(prefix: str, original: str) -> str:

@@ -4,14 +4,18 @@ errors, HAPI's "201 Created" / numeric versions / absolute Locations, a SMART to
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
+import gzip
 import json
 import logging
+import socket
+import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jwt
@@ -28,9 +32,12 @@ from adapter.fhirclient import (
     FhirAuthError,
     FhirClient,
     FhirConflict,
+    FhirDeadlineExceeded,
     FhirNotFound,
+    FhirPageLimitError,
     FhirProtocolError,
     FhirRequestRejected,
+    FhirResponseTooLarge,
     FhirServerError,
     FhirServerUnavailable,
     SmartBackendServices,
@@ -119,6 +126,50 @@ def test_create_read_update_vread_delete(client: FhirClient) -> None:
 
 
 @pytest.mark.server
+def test_the_client_sends_a_quoted_weak_etag_and_the_server_refuses_any_other_if_match(
+    client: FhirClient, fhir_server: FhirTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored, _ = client.create(patient())
+    url = f"{fhir_server.base_url}/Patient/{stored['id']}"
+    version = stored["meta"]["versionId"]
+    headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+    body = json.dumps(dict(stored, gender="other"))
+    for bad in (version, f"W/{version}", f'"{version}", "x"', "*", '""', f'W/"{version}'):
+        r = requests.put(url, data=body, headers={**headers, "If-Match": bad}, timeout=10)
+        assert r.status_code == 400, (bad, r.status_code, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"
+        r = requests.delete(url, headers={"If-Match": bad}, timeout=10)
+        assert r.status_code == 400, (bad, r.status_code, r.text)
+    # The same malformed value as a transaction entry's request.ifMatch: the transaction fails whole.
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": dict(stored, gender="other"),
+                "request": {"method": "PUT", "url": f"Patient/{stored['id']}", "ifMatch": version},
+            }
+        ],
+    }
+    r = requests.post(fhir_server.base_url, data=json.dumps(transaction), headers=headers, timeout=10)
+    assert r.status_code == 400, r.text
+    assert client.read("Patient", stored["id"])["meta"]["versionId"] == version  # nothing was written
+
+    sent: list[str] = []
+    original = client.session.request
+
+    def recording(method: str, url: str, **kwargs: Any) -> Any:
+        sent.append((kwargs.get("headers") or {}).get("If-Match", ""))
+        return original(method, url, **kwargs)
+
+    monkeypatch.setattr(client.session, "request", recording)
+    updated = client.update(dict(stored, gender="female"), if_match=version)
+    assert sent == [f'W/"{version}"'] and updated["gender"] == "female"
+    r = requests.put(url, data=body, headers={**headers, "If-Match": f'"{updated["meta"]["versionId"]}"'}, timeout=10)
+    assert r.status_code == 200, r.text  # a strong (quoted) tag is accepted too
+
+
+@pytest.mark.server
 def test_conditional_create_finds_the_first(client: FhirClient) -> None:
     mrn = uuid.uuid4().hex
     condition = f"identifier={MRN}|{mrn}"
@@ -137,8 +188,13 @@ def test_search_follows_next_links_with_a_page_cap(client: FhirClient) -> None:
     assert sorted(found) == sorted(created)
     pages = list(client.pages("Patient", {"family": family, "_count": "2"}))
     assert [len(p.get("entry", [])) for p in pages] == [2, 2, 1]
-    capped = list(client.search("Patient", {"family": family, "_count": "2"}, max_pages=2))
-    assert len(capped) == 4
+    # Exactly as many pages as the cap: complete, no error.
+    assert len(list(client.search("Patient", {"family": family, "_count": "2"}, max_pages=3))) == 5
+    # One page more than the cap: an error, never the first 4 resources as if they were all.
+    with pytest.raises(FhirPageLimitError) as capped:
+        list(client.search("Patient", {"family": family, "_count": "2"}, max_pages=2))
+    assert isinstance(capped.value, FhirProtocolError) and capped.value.exit_code == EXIT_UPSTREAM
+    assert capped.value.max_pages == 2 and "more than 2 pages" in capped.value.message
     assert client.search_bundle("Patient", {"family": family, "_summary": "count"})["total"] == 5
 
 
@@ -379,6 +435,142 @@ def test_transaction_of_conditional_creates_is_retried(mocked: responses.Request
     mocked.add(responses.POST, BASE, status=502)
     with FhirClient(BASE) as c, pytest.raises(FhirServerUnavailable):
         c.transaction(plain)
+
+
+# --------------------------------------------------------------------------- bounded answers
+
+
+class RawServer:
+    """A plain socket HTTP server on 127.0.0.1 that answers every request with `respond(conn)`:
+    for what neither the test server nor `responses` can do (a body that trickles in, a chunked
+    body with no end in sight)."""
+
+    def __init__(self, respond: Callable[[socket.socket], None]) -> None:
+        self.respond = respond
+        self.connections = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/fhir"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    request += data
+                with contextlib.suppress(OSError):
+                    self.respond(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+    started: list[RawServer] = []
+
+    def start(respond: Callable[[socket.socket], None]) -> RawServer:
+        server = RawServer(respond)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def _headers(*lines: str) -> bytes:
+    return (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\n" + "".join(f"{h}\r\n" for h in lines) + "\r\n"
+    ).encode()
+
+
+def test_a_body_over_the_size_cap_is_a_typed_error(mocked: responses.RequestsMock, sleeps: list[float]) -> None:
+    big = {"resourceType": "Patient", "id": "p1", "text": {"status": "generated", "div": "x" * 5000}}
+    mocked.add(responses.GET, f"{BASE}/Patient/p1", **fhir_json(big))
+    with FhirClient(BASE, max_response_bytes=1000) as c, pytest.raises(FhirResponseTooLarge) as caught:
+        c.read("Patient", "p1")
+    assert isinstance(caught.value, FhirProtocolError) and caught.value.exit_code == EXIT_UPSTREAM
+    assert caught.value.limit == 1000 and "1,000 bytes" in caught.value.message
+    assert len(mocked.calls) == 1 and sleeps == []  # the same answer would come back: no retry
+    with FhirClient(BASE, max_response_bytes=100_000) as c:
+        assert c.read("Patient", "p1")["id"] == "p1"
+    assert FhirClient(BASE).max_response_bytes == 64 * 1024 * 1024
+
+
+def test_a_chunked_body_is_cut_off_at_the_cap(raw_server: Any) -> None:
+    def endless(conn: socket.socket) -> None:
+        conn.sendall(_headers("Transfer-Encoding: chunked"))
+        for _ in range(10_000):  # 10 MB if nobody stops reading
+            conn.sendall(b"400\r\n" + b" " * 1024 + b"\r\n")
+
+    server = raw_server(endless)
+    with FhirClient(server.base_url, max_response_bytes=50_000, retries=0) as c, pytest.raises(FhirResponseTooLarge):
+        c.read("Patient", "p1")
+
+
+def test_a_small_gzip_body_cannot_expand_past_the_cap(raw_server: Any) -> None:
+    bomb = gzip.compress(b" " * 5_000_000)  # about 5 kB on the wire
+
+    def gzipped(conn: socket.socket) -> None:
+        conn.sendall(_headers("Content-Encoding: gzip", f"Content-Length: {len(bomb)}") + bomb)
+
+    server = raw_server(gzipped)
+    with FhirClient(server.base_url, max_response_bytes=100_000, retries=0) as c, pytest.raises(FhirResponseTooLarge):
+        c.read("Patient", "p1")
+
+
+def test_a_trickling_body_hits_the_overall_deadline(raw_server: Any) -> None:
+    # A byte every 50 ms never trips a 2 s read timeout; only the per-request deadline stops it.
+    def trickle(conn: socket.socket) -> None:
+        conn.sendall(_headers("Content-Length: 100000"))
+        for _ in range(400):
+            conn.sendall(b" ")
+            time.sleep(0.05)
+
+    server = raw_server(trickle)
+    started = time.monotonic()
+    with (
+        FhirClient(server.base_url, timeout=(2, 2), deadline=0.5, retries=1, backoff=0.01) as c,
+        pytest.raises(FhirDeadlineExceeded) as caught,
+    ):
+        c.read("Patient", "p1")
+    elapsed = time.monotonic() - started
+    assert isinstance(caught.value, FhirServerUnavailable) and caught.value.deadline == 0.5
+    assert "0.5 s deadline" in caught.value.message and "2 attempt(s)" in caught.value.message
+    assert server.connections == 2  # a read is retried after a deadline, like after a read timeout
+    assert elapsed < 4, elapsed
+
+
+def test_paging_links_that_loop_are_an_error_not_a_prefix(mocked: responses.RequestsMock) -> None:
+    looping = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": [{"relation": "next", "url": f"{BASE}/Patient?_offset=1"}],
+        "entry": [{"resource": {"resourceType": "Patient", "id": "a"}}],
+    }
+    mocked.add(responses.GET, f"{BASE}/Patient", **fhir_json(looping))
+    with FhirClient(BASE) as c, pytest.raises(FhirProtocolError) as caught:
+        list(c.search("Patient"))
+    assert "loop" in caught.value.message
 
 
 # --------------------------------------------------------------------------- HAPI differences (mocked)

@@ -65,7 +65,7 @@ def test_written_bundle_and_outcome_are_valid_r4(name: str, raw: bytes, options:
     assert claim["resourceType"] == "Claim"
     urls = [entry["fullUrl"] for entry in bundle["entry"]]
     assert len(urls) == len(set(urls)), "each resource once"
-    keys = [(e["resource"]["resourceType"], e["resource"].get("id")) for e in bundle["entry"]]
+    keys = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle["entry"] if "id" in e["resource"]]
     assert len(keys) == len(set(keys)), "each resource once"
     for entry in bundle["entry"]:
         assert_valid_r4(entry["resource"])

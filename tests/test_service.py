@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,6 +201,40 @@ def test_healthz_is_503_when_the_worker_is_not_running(make_client: MakeClient) 
     assert r.status_code == 503 and r.json()["worker"]["alive"] is False
 
 
+def test_healthz_reports_a_stuck_worker(make_client: MakeClient) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def hangs(job: Job) -> str:
+        entered.set()
+        release.wait(30)
+        return "ok"
+
+    # Budget: 3 x 0.05 s polls + a 0.3 s job lease.
+    client = make_client(run_worker=True, handler=hangs, lease_seconds=0.3, poll_seconds=0.05)
+    worker = client.app.state.worker  # type: ignore[attr-defined]
+    assert worker.stall_seconds == pytest.approx(0.45)
+    try:
+        assert client.get("/healthz").status_code == 200
+        post(client)
+        assert entered.wait(5)
+        deadline = time.monotonic() + 5
+        while (r := client.get("/healthz")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.status_code == 503, r.json()
+        body = r.json()
+        assert body["status"] == "error"
+        assert body["worker"]["alive"] is False and body["worker"]["stalled"] is True
+        assert body["worker"]["seconds_since_loop"] > 0.45
+        assert worker.alive  # the thread exists; only the loop tells that it is stuck
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while (r := client.get("/healthz")).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert r.status_code == 200 and r.json()["worker"]["alive"] is True
+    assert r.json()["worker"]["processed"] == 1
+
+
 def test_healthz_counts_waiting_jobs(client: TestClient) -> None:
     post(client)
     put(client, procedure())
@@ -339,6 +375,27 @@ def test_backport_handshake_heartbeat_status_acknowledged_no_job(client: TestCli
     assert answer["entry"][0]["response"]["outcome"]["resourceType"] == "OperationOutcome"
     assert_valid_r4(answer)
     assert jobs(client) == []
+
+
+def test_backport_status_is_logged_only_when_it_is_a_known_code(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def heartbeat(status: str) -> dict[str, Any]:
+        bundle = notification("heartbeat")
+        for parameter in bundle["entry"][0]["resource"]["parameter"]:
+            if parameter["name"] == "status":
+                parameter["valueCode"] = status
+        return bundle
+
+    assert post(client, heartbeat("error")).status_code == 200
+    sent = "Rivera Ana 1958-04-02"  # whatever a sender puts there
+    r = post(client, heartbeat(sent))
+    assert r.status_code == 200 and sent not in r.text
+    text = "\n".join(rec.getMessage() for rec in caplog.records if rec.name.startswith("adapter"))
+    assert "backport heartbeat (error)" in text and "backport heartbeat (unknown status)" in text
+    assert "Rivera" not in text
 
 
 def test_backport_id_only_queues_each_focus(client: TestClient) -> None:
@@ -561,6 +618,49 @@ def test_claim_and_check_answer_what_the_command_line_prints(client: TestClient,
     assert got == expected
     if expected_exit == 1:
         assert claim.headers["x-facet-adapter-held"] == "true"
+
+
+def test_claim_and_check_over_the_concurrency_limit_get_503_with_retry_after(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapter.service import app as service_app
+
+    real_process = service_app.process
+    running, release = threading.Semaphore(0), threading.Event()
+
+    def slow_process(*args: Any, **kwargs: Any) -> Any:
+        running.release()
+        release.wait(30)
+        return real_process(*args, **kwargs)
+
+    monkeypatch.setattr(service_app, "process", slow_process)
+    client = make_client(token=TOKEN, max_api_concurrency=2)
+    body, params, headers = _example_request(REPO / "examples" / "medicare-lumbar-bilateral")
+    answers: list[int] = []
+
+    def call(endpoint: str) -> None:
+        answers.append(client.post(endpoint, content=body, params=params, headers=headers).status_code)
+
+    threads = [threading.Thread(target=call, args=(e,)) for e in ("/claim", "/check")]
+    try:
+        for thread in threads:
+            thread.start()
+        assert running.acquire(timeout=10) and running.acquire(timeout=10)  # both slots taken
+        for endpoint in ("/claim", "/check"):
+            r = client.post(endpoint, content=body, params=params, headers=headers)
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] == "2"
+            assert r.headers["content-type"].startswith(FHIR_JSON)
+            outcome = r.json()
+            assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "transient"
+            assert_valid_r4(outcome)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    assert answers == [200, 200]
+    # The slots are free again.
+    assert client.post("/check", content=body, params=params, headers=headers).status_code == 200
 
 
 def test_ndjson_content_type_with_charset(client: TestClient) -> None:

@@ -3,8 +3,8 @@ rest-hook Subscriptions.
 
 The loop: subscribe (payload + bearer header) → POST a patient's record as a transaction → the
 server PUTs each facet Procedure to /notify → the queue → sync → one Claim on the server with
-the right lines. Then redelivery, a Procedure update, kill -9 with work queued, a bad token and
-a malformed notification.
+the right lines. Then redelivery, a Procedure update, kill -9 with work queued, kill -9 after a
+Claim was written but before its job was marked done, a bad token and a malformed notification.
 """
 
 from __future__ import annotations
@@ -58,21 +58,48 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+# `python -c` program: `facet-adapter serve` whose job handler SIGKILLs the process right after a
+# job's sync has written to the FHIR server and before the worker can mark the job done: the
+# crash window between write-back and `complete`. It first waits until both of the session's
+# notifications are queued, so that the second one is not lost with the process.
+CRASH_AFTER_WRITE_BACK = """
+import os, signal, sys, time
+from adapter.service import handler
+
+write_back = handler.SyncHandler.__call__
+
+def write_back_then_die(self, job):
+    deadline = time.monotonic() + 15
+    while len(self.queue.jobs()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    note = write_back(self, job)
+    sys.stderr.write(f"test: job {job.id} wrote back ({note}); SIGKILL before it is marked done\\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+handler.SyncHandler.__call__ = write_back_then_die
+from adapter.cli import main
+main(sys.argv[1:])
+"""
+
+
 class Service:
     """One `facet-adapter serve` subprocess in its own process group."""
 
-    def __init__(self, fhir_base: str, db: Path, log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self, fhir_base: str, db: Path, log_path: Path, port: int | None = None, *, crash_after_write_back: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.db = db
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "ab")
         env = {**os.environ, "PYTHONPATH": str(REPO), "FACET_ADAPTER_LOG": "INFO"}
+        program = ["-c", CRASH_AFTER_WRITE_BACK] if crash_after_write_back else ["-m", "adapter"]
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "adapter",
+                *program,
                 "serve",
                 "--fhir-base",
                 fhir_base,
@@ -306,6 +333,56 @@ def test_killed_with_notifications_queued_then_restarted(
             assert {j.resource_id for j in jobs} == {f"{prefix}mbb-l4l5", f"{prefix}mbb-l5s1"}
             claims = fhir.claims(patient_id)
             assert len(claims) == 1
+            assert line_multiset(claims[0]) == EXPECTED_LINES
+        finally:
+            second.stop()
+        for value in PATIENT_DATA:
+            assert value not in first.log() + second.log()
+    finally:
+        fhir.unsubscribe(subscription)
+        if first.process.poll() is None:
+            first.stop()
+
+
+def test_killed_after_the_claim_was_written_before_the_job_was_done(
+    fhir: Fhir, fhir_server: FhirTestServer, tmp_path: Path
+) -> None:
+    """The first service writes the Claim for the first job and is SIGKILLed before it records
+    the job as done. After a restart on the same queue the job runs again (at-least-once), finds
+    the Claim it wrote, and the server still holds exactly one Claim, unchanged."""
+    prefix = f"crash{uuid.uuid4().hex[:8]}-"
+    patient_id = f"{prefix}pt-ana"
+    db = tmp_path / "queue.sqlite"
+    first = Service(fhir_server.base_url, db, tmp_path / "first.log", crash_after_write_back=True)
+    subscription = fhir.subscribe(first.url + "/notify")
+    try:
+        fhir.load_example(prefix)
+        assert first.process.wait(30) == -signal.SIGKILL, first.log()[-3000:]
+        first.kill9()  # reap the process group, close the log
+        assert "SIGKILL before it is marked done" in first.log()
+
+        left = JobQueue(db, create=False).jobs()
+        assert sorted(j.state for j in left) == ["pending", "working"], left
+        [crashed] = [j for j in left if j.state == "working"]
+        assert crashed.attempts == 1 and crashed.result is None
+        claims = fhir.claims(patient_id)
+        assert len(claims) == 1, "the first job wrote the Claim before it died"
+        written = claims[0]
+
+        second = Service(fhir_server.base_url, db, tmp_path / "second.log", port=first.port)
+        try:
+            wait_for(
+                lambda: len(second.jobs()) == 2 and all(j.state == "done" for j in second.jobs()),
+                20,
+                "every job done after the restart",
+            )
+            again = next(j for j in second.jobs() if j.id == crashed.id)
+            assert again.attempts == 2, "the interrupted job ran again"
+            assert f"Claim/{written['id']} unchanged" in (again.result or ""), again.result
+            assert "queue recovered: 1 job(s) left working" in second.log()
+            claims = fhir.claims(patient_id)
+            assert [c["id"] for c in claims] == [written["id"]]
+            assert claims[0]["meta"]["versionId"] == written["meta"]["versionId"]
             assert line_multiset(claims[0]) == EXPECTED_LINES
         finally:
             second.stop()

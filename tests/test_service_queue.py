@@ -16,6 +16,17 @@ import responses
 from conftest import run_cli
 
 from adapter.errors import InvalidR4Error, NoFacetProcedureError, UpstreamError, UsageError
+from adapter.fhirclient import (
+    FhirAuthError,
+    FhirConflict,
+    FhirDeadlineExceeded,
+    FhirNotFound,
+    FhirPageLimitError,
+    FhirRequestRejected,
+    FhirResponseTooLarge,
+    FhirServerError,
+    FhirServerUnavailable,
+)
 from adapter.service.app import create_app
 from adapter.service.handler import CLOCK_SKEW_SECONDS, SyncHandler
 from adapter.service.queue import Job, JobQueue, Notice, QueueError, QueueLock, RetryPolicy, iso
@@ -108,14 +119,42 @@ def test_pings_coalesce_until_the_requery_starts(queue: JobQueue) -> None:
     assert [j.state for j in queue.jobs()] == ["working", "pending"]
 
 
-def test_ping_makes_a_waiting_requery_due_now(queue: JobQueue, clock: Clock) -> None:
+def test_a_ping_keeps_a_waiting_requerys_backoff(queue: JobQueue, clock: Clock) -> None:
     queue.enqueue([PING])
     job = queue.claim(60)
     assert job is not None
-    queue.fail(job, "UpstreamError: down", retryable=True)
-    assert queue.claim(60) is None
-    queue.enqueue([PING])
+    failed = queue.fail(job, "UpstreamError: down", retryable=True)
+    assert failed is not None and failed.next_attempt_at is not None
+    [again] = queue.enqueue([PING])
+    assert (again.job_id, again.created, again.state) == (job.id, False, "retry")
+    assert queue.claim(60) is None  # still backing off
+    [waiting] = queue.jobs()
+    assert (waiting.state, waiting.attempts, waiting.deliveries) == ("retry", 1, 2)
+    assert waiting.next_attempt_at == failed.next_attempt_at
+    clock.now = failed.next_attempt_at
     assert queue.claim(60) is not None
+
+
+def test_a_burst_of_pings_during_an_outage_does_not_dead_letter_the_requery(queue: JobQueue, clock: Clock) -> None:
+    calls: list[int] = []
+
+    def down(job: Job) -> str:
+        calls.append(job.attempts)
+        raise UpstreamError("The FHIR server could not be reached.", status=503)
+
+    for _ in range(12):  # max_attempts is 3: each ping used to buy an immediate attempt
+        queue.enqueue([PING])
+        run(queue, down)
+        clock.now += 0.1  # 12 pings in 1.2 s; the first retry waits at least 5 s
+    assert calls == [1]  # one attempt, then the backoff holds
+    [job] = queue.jobs()
+    assert (job.kind, job.state, job.attempts, job.deliveries) == ("requery", "retry", 1, 12)
+
+    # Once the server is back, the re-query runs when its backoff ends.
+    assert job.next_attempt_at is not None
+    clock.now = job.next_attempt_at
+    assert run(queue, lambda job: "ok") is not None
+    assert queue.jobs()[0].state == "done"
 
 
 # --------------------------------------------------------------------------- retries and dead letters
@@ -174,6 +213,61 @@ def test_input_error_is_dead_at_once_with_the_reason(queue: JobQueue) -> None:
     job = run(queue, invalid)
     assert job is not None and job.state == "dead" and job.attempts == 1
     assert job.last_error is not None and job.last_error.startswith("InvalidR4Error: Procedure/p1 is not valid")
+
+
+@pytest.mark.parametrize(
+    ("error", "state"),
+    [
+        (FhirRequestRejected("The FHIR server answered 400 to POST Claim.", status=400), "dead"),
+        (FhirRequestRejected("The FHIR server answered 422 to POST Claim.", status=422), "dead"),
+        (FhirNotFound("The FHIR server answered 404 to GET Patient/x.", status=404), "dead"),
+        (FhirPageLimitError("A search on Observation has more than 100 pages.", max_pages=100), "dead"),
+        (FhirResponseTooLarge("The answer is larger than the limit.", limit=10), "dead"),
+        (FhirConflict("The FHIR server answered 409 to PUT Claim/c1.", status=409), "retry"),
+        (FhirConflict("The FHIR server answered 412 to PUT Claim/c1.", status=412), "retry"),
+        (FhirRequestRejected("The FHIR server answered 408 to GET Claim.", status=408), "retry"),
+        (FhirServerUnavailable("The FHIR server answered 429 to GET Claim.", status=429), "retry"),
+        (FhirServerUnavailable("The FHIR server could not be reached (connect)."), "retry"),
+        (FhirDeadlineExceeded("The FHIR server did not finish in time.", deadline=120), "retry"),
+        (FhirServerError("The FHIR server answered 500 to GET Claim.", status=500), "retry"),
+        (FhirAuthError("The FHIR server answered 401 to GET Claim.", status=401), "retry"),
+    ],
+    ids=lambda v: str(getattr(v, "status", None) or type(v).__name__) if not isinstance(v, str) else v,
+)
+def test_a_permanent_fhir_refusal_is_dead_at_once_others_retry(
+    queue: JobQueue, error: UpstreamError, state: str
+) -> None:
+    def refused(job: Job) -> str:
+        raise error
+
+    queue.enqueue([resource("p1")])
+    job = run(queue, refused)
+    assert job is not None and (job.state, job.attempts) == (state, 1)
+    assert (job.last_error or "").startswith(f"{type(error).__name__}")
+    assert error.message in (job.last_error or "")
+
+
+@responses.activate
+def test_a_rejected_request_is_dead_at_once_with_the_servers_issue_codes(handler: SyncHandler) -> None:
+    responses.get(
+        "http://fhir.test/fhir/Procedure/p1",
+        status=400,
+        json={
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {"severity": "error", "code": "invalid", "diagnostics": "Rivera", "expression": ["Procedure.id"]}
+            ],
+        },
+        content_type="application/fhir+json",
+    )
+    handler.queue.enqueue([resource("p1")])
+    job = Worker(handler.queue, handler).run_once()
+    assert job is not None and (job.state, job.attempts) == ("dead", 1)
+    assert job.last_error == (
+        "FhirRequestRejected (HTTP 400): The FHIR server answered 400 to GET Procedure/p1. "
+        "Server issues: invalid at Procedure.id."
+    )
+    assert len(responses.calls) == 1
 
 
 def test_unexpected_errors_retry_and_keep_only_the_type(queue: JobQueue) -> None:
@@ -451,3 +545,101 @@ def test_serve_reports_a_port_in_use_as_a_usage_error(tmp_path: Path) -> None:
         )
     assert run.code == 2
     assert "Could not listen" in run.stderr.decode()
+
+
+# --------------------------------------------------------------------------- serve's options
+
+
+class _Started(Exception):
+    """Raised instead of running uvicorn: serve got as far as starting."""
+
+
+@pytest.fixture
+def serve_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Run `serve` in this process up to the point where uvicorn would start; returns the app's
+    Settings (or raises what serve raised)."""
+    import uvicorn
+
+    from adapter.service.cli import serve
+
+    started: list[Settings] = []
+
+    def fake_run(self: Any, *args: Any, **kwargs: Any) -> None:
+        started.append(self.config.app.state.settings)
+        raise _Started
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    monkeypatch.setenv("FACET_ADAPTER_LOG", "WARNING")  # serve leaves the logging levels alone then
+    for name in ("FACET_ADAPTER_HOOK_TOKEN", "FACET_ADAPTER_TOKEN", "FACET_ADAPTER_FHIR_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+    def start(*args: str) -> Settings:
+        argv = ["--port", "0", "--db", str(tmp_path / "q.sqlite"), *args]
+        with pytest.raises(_Started):
+            serve.main(argv, prog_name="serve", standalone_mode=False)
+        return started[-1]
+
+    return start
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http://",
+        "https://",
+        "http:///fhir",
+        "http://:8080/fhir",
+        "ftp://fhir.example.org/r4",
+        "fhir.example.org/r4",
+        "http://fhir.example.org:http/r4",
+        "http://fhir.example.org:99999/r4",
+        "http://user:secret@fhir.example.org/r4",
+        "http://fhir.example.org/r4?_format=json",
+        "http://fhir.example.org/r4#top",
+        "http://fhir.example.org/r 4",
+    ],
+)
+def test_serve_refuses_a_fhir_base_that_is_not_a_server_url(serve_in_process: Any, base: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        serve_in_process("--fhir-base", base)
+    assert "--fhir-base" in caught.value.message and "secret" not in caught.value.message
+
+
+def test_serve_refuses_a_bad_fhir_base_with_exit_2_before_starting(tmp_path: Path) -> None:
+    run = run_cli("serve", "--fhir-base", "http://", "--port", "0", "--db", str(tmp_path / "q.sqlite"), timeout=30)
+    assert run.code == 2
+    assert "--fhir-base has no host" in run.error_outcome()["issue"][0]["details"]["text"]
+    assert not (tmp_path / "q.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("base", "kept"),
+    [
+        ("http://127.0.0.1:8080/fhir/", "http://127.0.0.1:8080/fhir"),
+        ("https://fhir.example.org/r4", "https://fhir.example.org/r4"),
+        ("http://[::1]:8080/baseR4", "http://[::1]:8080/baseR4"),
+        ("http://fhir.example.org", "http://fhir.example.org"),
+    ],
+)
+def test_serve_accepts_server_urls(serve_in_process: Any, base: str, kept: str) -> None:
+    assert serve_in_process("--fhir-base", base).fhir_base == kept
+
+
+def test_serve_and_subscribe_read_the_same_hook_token_variable(
+    serve_in_process: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adapter.fhircli import subscribe
+
+    [token_option] = [p for p in subscribe.params if p.name == "hook_token"]
+    assert token_option.envvar == "FACET_ADAPTER_HOOK_TOKEN"
+
+    monkeypatch.setenv("FACET_ADAPTER_HOOK_TOKEN", "hook-secret-1")
+    assert serve_in_process("--fhir-base", "http://127.0.0.1:9/fhir").token == "hook-secret-1"
+    assert "without --token" not in capsys.readouterr().err
+
+    # The variable that was never released is not read: one secret, one name.
+    monkeypatch.delenv("FACET_ADAPTER_HOOK_TOKEN")
+    monkeypatch.setenv("FACET_ADAPTER_TOKEN", "old-name")
+    assert serve_in_process("--fhir-base", "http://127.0.0.1:9/fhir").token is None
+    warning = capsys.readouterr().err
+    assert "warning: listening without --token (FACET_ADAPTER_HOOK_TOKEN is not set)" in warning

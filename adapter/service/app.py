@@ -77,6 +77,13 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 _QUEUE_ERRORS: dict[int | str, dict[str, Any]] = {
     503: _fhir_content("The queue cannot be written: OperationOutcome; the sender should deliver again"),
 }
+_BUSY_ERRORS: dict[int | str, dict[str, Any]] = {
+    503: {
+        **_fhir_content("Too many /claim and /check requests at once: OperationOutcome; try again after Retry-After"),
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
+}
+BUSY_RETRY_AFTER_SECONDS = 2
 
 
 def _request_body(description: str, *, ndjson: bool, optional: bool = False) -> dict[str, Any]:
@@ -254,7 +261,27 @@ def create_app(
 
     # ------------------------------------------------------------------ synchronous API
 
+    # Each /claim or /check request may hold a body of up to max_api_bytes and the model built
+    # from it, so only a few run at once; the rest are told to come back instead of queueing in
+    # the thread pool (40 threads x a 32 MiB body is over a gigabyte).
+    slots = _Slots(settings.max_api_concurrency)
+
     async def run_pipeline(request: Request, options: Options) -> Result:
+        if not slots.try_acquire():
+            log.warning("%s refused: %d requests already running", request.url.path, slots.limit)
+            raise ServiceError(
+                503,
+                "transient",
+                f"The service is already running {slots.limit} /claim or /check request(s); "
+                f"try again in {BUSY_RETRY_AFTER_SECONDS} s.",
+                headers={"Retry-After": str(BUSY_RETRY_AFTER_SECONDS)},
+            )
+        try:
+            return await _run_pipeline(request, options)
+        finally:
+            slots.release()
+
+    async def _run_pipeline(request: Request, options: Options) -> Result:
         try:
             validate_options(options)
         except AdapterError as exc:
@@ -294,6 +321,7 @@ def create_app(
             200: {**_fhir_content("Claim Bundle", _FHIR_SCHEMA), "headers": held_header},
             **_ERRORS,
             **auth_errors,
+            **_BUSY_ERRORS,
         },
         **api_doc,
     )
@@ -312,6 +340,7 @@ def create_app(
             200: {**_fhir_content("Findings"), "headers": held_header},
             **_ERRORS,
             **auth_errors,
+            **_BUSY_ERRORS,
         },
         **api_doc,
     )
@@ -329,19 +358,34 @@ def create_app(
         tags=["operations"],
         summary="Liveness: queue depth and worker state",
         response_class=JSONResponse,
-        responses={503: {"description": "The worker is not running or the queue cannot be read"}},
+        responses={
+            503: {
+                "description": "The worker is not running or is stuck (its loop stalled), or the queue cannot be read"
+            }
+        },
     )
     async def healthz() -> JSONResponse:
         try:
             counts = await run_in_threadpool(queue.counts)
         except AdapterError:
             return JSONResponse({"status": "error", "queue": None}, status_code=503)
-        alive = worker.alive
+        # Alive means the loop still comes round, not only that its thread exists: a handler
+        # hanging on a socket keeps the thread alive while nothing is processed.
+        stalled = worker.alive and worker.stalled()
+        alive = worker.alive and not stalled
         healthy = alive or not run_worker
+        waited = worker.since_last_loop()
         body: dict[str, Any] = {
             "status": "ok" if healthy else "error",
             "queue": {"depth": sum(counts[s] for s in ACTIVE_STATES), **{str(k): v for k, v in counts.items()}},
-            "worker": {"running": run_worker, "alive": alive, "processed": worker.processed},
+            "worker": {
+                "running": run_worker,
+                "alive": alive,
+                "stalled": stalled,
+                "seconds_since_loop": round(waited, 1) if waited is not None else None,
+                "stall_after_seconds": worker.stall_seconds,
+                "processed": worker.processed,
+            },
         }
         return JSONResponse(body, status_code=200 if healthy else 503)
 
@@ -362,6 +406,26 @@ def create_app(
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+class _Slots:
+    """A non-blocking counting semaphore for the event loop: `try_acquire` and `release` run on
+    the loop's thread with no await between the check and the count, so a plain counter is exact."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("the concurrency limit must be at least 1")
+        self.limit = limit
+        self.busy = 0
+
+    def try_acquire(self) -> bool:
+        if self.busy >= self.limit:
+            return False
+        self.busy += 1
+        return True
+
+    def release(self) -> None:
+        self.busy -= 1
 
 
 class _TokenRequired(HTTPBearer):

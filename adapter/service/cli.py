@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import cast
 
 import click
 import orjson
 
 from ..errors import UsageError
-from .queue import STATES, Job, JobQueue, QueueLock, RetryPolicy, iso
-from .settings import DEFAULT_DB, MIB, Settings
+from ..model import Use
+from .queue import STATES, Job, JobQueue, QueueLock, RetryPolicy, State, iso
+from .settings import DEFAULT_DB, HOOK_TOKEN_ENV, MIB, Settings, check_fhir_base
 
 _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
 
@@ -24,7 +27,9 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
 @click.option("--port", type=click.IntRange(0, 65535), required=True, help="Port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
 @click.option(
-    "--token", envvar="FACET_ADAPTER_TOKEN", help="Require Authorization: Bearer TOKEN on /notify, /claim, /check."
+    "--token",
+    envvar=HOOK_TOKEN_ENV,
+    help=f"Require Authorization: Bearer TOKEN on /notify, /claim, /check (or {HOOK_TOKEN_ENV}, as for subscribe).",
 )
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=str(DEFAULT_DB), help=_DB_HELP)
 @click.option("--payer", help="Payer profile for synced Claims. Default: from the Coverage.")
@@ -44,6 +49,13 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
 )
 @click.option("--max-notify-mb", type=click.FloatRange(0.001), default=5.0, show_default=True)
 @click.option("--max-input-mb", type=click.FloatRange(0.001), default=32.0, show_default=True, help="/claim, /check.")
+@click.option(
+    "--max-api-requests",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="/claim and /check requests processed at once; more are answered 503 with Retry-After.",
+)
 def serve(
     fhir_base: str,
     port: int,
@@ -57,6 +69,7 @@ def serve(
     retry_delay: float,
     max_notify_mb: float,
     max_input_mb: float,
+    max_api_requests: int,
 ) -> None:
     """Receive FHIR Subscription notifications at http://HOST:PORT/notify and serve /claim and /check."""
     import uvicorn
@@ -64,23 +77,24 @@ def serve(
     from ..pipeline import Options, validate_options
     from .app import create_app
 
-    if not fhir_base.startswith(("http://", "https://")):
-        raise UsageError("--fhir-base must be an absolute http(s) URL, e.g. http://127.0.0.1:8080/fhir.")
+    fhir_base = check_fhir_base(fhir_base, "--fhir-base")
     if token is not None and not token.strip():
         raise UsageError("--token must not be empty.")
-    validate_options(Options(payer=payer.lower() if payer else None, use=use))  # type: ignore[arg-type]
+    chosen = cast(Use, use)  # click.Choice has checked it
+    validate_options(Options(payer=payer.lower() if payer else None, use=chosen))
     if not os.environ.get("FACET_ADAPTER_LOG"):
         # The service's own lines (requests, jobs) are what an operator watches; they never hold patient data.
         logging.getLogger("adapter.service").setLevel(logging.INFO)
     settings = Settings(
-        fhir_base=fhir_base.rstrip("/"),
+        fhir_base=fhir_base,
         db_path=Path(db_path),
         token=token,
         fhir_token=fhir_token,
         payer=payer.lower() if payer else None,
-        use=use,  # type: ignore[arg-type]
+        use=chosen,
         max_notify_bytes=int(max_notify_mb * MIB),
         max_api_bytes=int(max_input_mb * MIB),
+        max_api_concurrency=max_api_requests,
         retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_delay),
     )
     with QueueLock(settings.db_path):
@@ -96,8 +110,12 @@ def serve(
         )
         server = uvicorn.Server(config)
         sys.stderr.write(f"facet-adapter serve: http://{host}:{port}/notify (queue {settings.db_path})\n")
-        if token is None and host not in ("127.0.0.1", "localhost", "::1"):
-            sys.stderr.write(f"facet-adapter serve: warning: listening on {host} without --token\n")
+        if token is None:
+            where = "" if host in ("127.0.0.1", "localhost", "::1") else f" on {host}"
+            sys.stderr.write(
+                f"facet-adapter serve: warning: listening{where} without --token ({HOOK_TOKEN_ENV} is not set); "
+                "anyone who can reach the port can queue notifications and call /claim and /check\n"
+            )
         sys.stderr.flush()
         try:
             server.run()
@@ -122,7 +140,8 @@ def queue() -> None:
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def list_jobs(db_path: str, states: tuple[str, ...], limit: int | None, output_format: str) -> None:
     """List jobs: id, kind, resource, state, attempts, next attempt, last error."""
-    jobs = JobQueue(db_path, create=False).jobs(states or None, limit)  # type: ignore[arg-type]
+    wanted = cast(Iterable[State], states) if states else None  # click.Choice(STATES) has checked them
+    jobs = JobQueue(db_path, create=False).jobs(wanted, limit)
     if output_format == "json":
         sys.stdout.buffer.write(orjson.dumps([job.as_dict() for job in jobs], option=orjson.OPT_INDENT_2))
         sys.stdout.write("\n")

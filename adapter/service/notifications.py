@@ -30,6 +30,9 @@ from .web import ServiceError
 MEANINGFUL_TYPES = frozenset({"Procedure", "ServiceRequest"})
 BACKPORT_TYPES = frozenset({"handshake", "heartbeat", "event-notification", "query-status", "query-event"})
 _EVENT_TYPES = frozenset({"event-notification", "query-event"})
+# The Subscription status codes (R4 `subscription-status`, as the Backport IG uses them). The
+# value comes from the sender, so anything else is named "unknown", never echoed into logs.
+SUBSCRIPTION_STATUSES = frozenset({"requested", "active", "error", "off", "entered-in-error"})
 
 TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -209,7 +212,8 @@ def _parse_backport(bundle: dict[str, Any], raw: bytes) -> Parsed:
     events = _events(parameters)
     count = len(entries)
     if kind not in _EVENT_TYPES:
-        return Parsed(f"backport {kind} ({status})", bundle_entries=count)
+        shown = status if status in SUBSCRIPTION_STATUSES else "unknown status"
+        return Parsed(f"backport {kind} ({shown})", bundle_entries=count)
 
     by_full_url: dict[str, tuple[str, str, str | None, dict[str, Any] | None]] = {}
     by_key: dict[tuple[str, str], tuple[str, str, str | None, dict[str, Any] | None]] = {}

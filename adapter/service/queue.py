@@ -279,15 +279,21 @@ class JobQueue:
             # A re-query that has not started yet will see whatever this ping announces; one that
             # is running may already have searched, so then a new job is needed.
             waiting = conn.execute(
-                "SELECT id FROM jobs WHERE kind = 'requery' AND state IN ('pending', 'retry') ORDER BY id LIMIT 1"
+                "SELECT id, state FROM jobs WHERE kind = 'requery' AND state IN ('pending', 'retry') "
+                "ORDER BY id LIMIT 1"
             ).fetchone()
             if waiting is not None:
+                # Only the delivery is counted: the job keeps its state, attempts and backoff. A
+                # ping says "something changed", not "the server is back", and the waiting
+                # re-query searches from the watermark, so it picks this change up whenever it
+                # runs. Pulling a `retry` job forward instead would turn a burst of pings during
+                # an outage into back-to-back attempts (dead after `max_attempts` pings, with
+                # the server hammered); resetting its attempts as well would keep it from ever
+                # being dead-lettered. Once it is dead, the next ping queues a fresh job.
                 conn.execute(
-                    "UPDATE jobs SET deliveries = deliveries + 1, state = 'pending', updated_at = ?, "
-                    "next_attempt_at = MIN(COALESCE(next_attempt_at, ?), ?) WHERE id = ?",
-                    (now, now, now, waiting["id"]),
+                    "UPDATE jobs SET deliveries = deliveries + 1, updated_at = ? WHERE id = ?", (now, waiting["id"])
                 )
-                return Enqueued(waiting["id"], False, "pending")
+                return Enqueued(waiting["id"], False, waiting["state"])
         elif notice.dedupe_key is not None:
             existing = conn.execute("SELECT id, state FROM jobs WHERE dedupe_key = ?", (notice.dedupe_key,)).fetchone()
             if existing is not None:

@@ -4,12 +4,45 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from ..errors import UsageError
 from ..model import Use
 from .queue import RetryPolicy
 
 MIB = 1024 * 1024
 DEFAULT_DB = Path("facet-adapter-queue.sqlite")
+# The secret the FHIR server sends on each notification: `serve --token` checks it and
+# `subscribe --token` puts it in the Subscription, so both read the same variable.
+HOOK_TOKEN_ENV = "FACET_ADAPTER_HOOK_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
+
+
+def check_fhir_base(value: str, option: str = "The FHIR base URL") -> str:
+    """`http(s)://host[:port][/path]`, without credentials, query or fragment; returned without
+    a trailing slash. Anything else is a UsageError now rather than a failed job per notification."""
+    example = "e.g. http://127.0.0.1:8080/fhir"
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError for a port that is not a number in 0..65535
+    except ValueError:
+        raise UsageError(f"{option} is not a valid URL; give http(s)://host[:port]/path, {example}.") from None
+    problem = None
+    if parts.scheme not in ("http", "https"):
+        problem = "must start with http:// or https://"
+    elif not parts.hostname:
+        problem = "has no host"
+    elif port == 0:
+        problem = "has port 0"
+    elif parts.username is not None or parts.password is not None:
+        problem = "must not carry credentials (use --fhir-token)"
+    elif parts.query or parts.fragment or text.endswith(("?", "#")):
+        problem = "must not have a query or fragment"
+    elif any(c.isspace() for c in text):
+        problem = "must not contain spaces"
+    if problem:
+        raise UsageError(f"{option} {problem}; give http(s)://host[:port]/path, {example}.")
+    return text.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +55,7 @@ class Settings:
     use: Use = "claim"
     max_notify_bytes: int = 5 * MIB  # a notification carries at most one resource or a small Bundle
     max_api_bytes: int = 32 * MIB  # /claim and /check take a patient's whole record
+    max_api_concurrency: int = 4  # /claim and /check requests at once; more are answered 503
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     lease_seconds: float = 900.0  # longer than one sync can take with the client's own retries
     poll_seconds: float = 1.0

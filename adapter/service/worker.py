@@ -6,7 +6,12 @@ means (the default one calls `adapter.sync`); the worker only records the outcom
 
 - handler returns → done;
 - `InputError` (data that can never be claimed) → dead at once, with the reason;
-- `UpstreamError` or any other failure → retry with backoff, dead after `max_attempts`.
+- a permanent refusal by the FHIR server (`permanent_upstream`: a 4xx other than 408, 409, 412
+  and 429, such as 400 or 422 for the Claim, 404 for a referenced resource; or an answer over
+  the client's page or size cap) → dead at once, with the reason: the same request fails the
+  same way every time, and each attempt is a full gather against the server;
+- any other `UpstreamError` (server down, 5xx, 401/403 during a token rotation, a 409/412 race,
+  a deadline) or any other failure → retry with backoff, dead after `max_attempts`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from ..errors import AdapterError, InputError, UpstreamError
+from ..fhirclient import FhirPageLimitError, FhirRequestRejected, FhirResponseTooLarge
 from .queue import Job, JobQueue, QueueError
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,18 @@ Handler = Callable[[Job], str | None]
 """Does a job's work; returns a short note for `queue list` (ids only, never patient data)."""
 
 _PRUNE_EVERY_SECONDS = 3600.0
+_MAX_ISSUES = 5
+# 4xx answers that say "not now" rather than "never": a request timeout, someone else's write
+# winning a race (409 Conflict, 412 Precondition Failed), rate limiting.
+RETRYABLE_4XX = frozenset({408, 409, 412, 429})
+
+
+def permanent_upstream(exc: BaseException) -> bool:
+    """Whether a FHIR server failure will repeat on every attempt, so retrying only costs time.
+    401/403 (`FhirAuthError`) are not among them: a token rotation fixes those."""
+    if isinstance(exc, FhirPageLimitError | FhirResponseTooLarge):
+        return True
+    return isinstance(exc, FhirRequestRejected) and exc.status is not None and exc.status not in RETRYABLE_4XX
 
 
 def describe_error(exc: BaseException) -> str:
@@ -33,7 +51,12 @@ def describe_error(exc: BaseException) -> str:
     only, since its message may quote data."""
     if isinstance(exc, UpstreamError):
         status = f" (HTTP {exc.status})" if exc.status else ""
-        return f"{type(exc).__name__}{status}: {exc.message}"
+        # The server's issues by code and location only (their texts can quote patient data).
+        issues = "; ".join(
+            f"{d.code[:40]} at {d.expression[:100]}" if d.expression else d.code[:40] for d in exc.details[:_MAX_ISSUES]
+        )
+        more = f" (+{len(exc.details) - _MAX_ISSUES} more)" if len(exc.details) > _MAX_ISSUES else ""
+        return f"{type(exc).__name__}{status}: {exc.message}" + (f" Server issues: {issues}{more}." if issues else "")
     if isinstance(exc, AdapterError):
         extra = f" ({len(exc.details)} problem(s))" if exc.details else ""
         return f"{type(exc).__name__}: {exc.message}{extra}"
@@ -59,12 +82,31 @@ class Worker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
-        self.last_loop_at: float | None = None
+        self.last_loop_at: float | None = None  # time.monotonic() when the loop last came round
         self.processed = 0
 
     @property
     def alive(self) -> bool:
+        """The thread is running (it may still be stuck: see `stalled`)."""
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def stall_seconds(self) -> float:
+        """How long the loop may go without coming round before it counts as stuck: one job's
+        time budget (its lease) plus three poll intervals (the idle wait, a queue query or two)."""
+        return 3 * self.poll_seconds + self.lease_seconds
+
+    def since_last_loop(self, now: float | None = None) -> float | None:
+        if self.last_loop_at is None:
+            return None
+        return max(0.0, (time.monotonic() if now is None else now) - self.last_loop_at)
+
+    def stalled(self, now: float | None = None) -> bool:
+        """The loop has not come round for longer than `stall_seconds`: a handler hanging past its
+        budget, or a queue call that never returns. `/healthz` reports the worker dead then, so a
+        supervisor restarts the service (the job is reclaimed at the next start)."""
+        waited = self.since_last_loop(now)
+        return waited is not None and waited > self.stall_seconds
 
     def start(self) -> None:
         reclaimed, due = self.queue.recover()
@@ -73,6 +115,7 @@ class Worker:
                 "queue recovered: %d job(s) left working by a stopped process, %d retry job(s) due", reclaimed, due
             )
         self._stop.clear()
+        self.last_loop_at = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="facet-adapter-worker", daemon=True)
         self._thread.start()
 
@@ -89,7 +132,7 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.last_loop_at = time.time()
+            self.last_loop_at = time.monotonic()
             try:
                 self._maybe_prune()
                 job = self.run_once()
@@ -133,6 +176,22 @@ class Worker:
         except InputError as exc:
             updated = self.queue.fail(job, describe_error(exc), retryable=False)
             log.warning("job %d %s: dead (%s)", job.id, target, type(exc).__name__)
+            return updated or job
+        except UpstreamError as exc:
+            permanent = permanent_upstream(exc)
+            updated = self.queue.fail(job, describe_error(exc), retryable=not permanent)
+            state = updated.state if updated else "lost"
+            status = f" {exc.status}" if exc.status else ""
+            log.warning(
+                "job %d %s: attempt %d failed (%s%s%s); %s",
+                job.id,
+                target,
+                job.attempts,
+                type(exc).__name__,
+                status,
+                ", permanent" if permanent else "",
+                state,
+            )
             return updated or job
         except Exception as exc:
             updated = self.queue.fail(job, describe_error(exc), retryable=True)

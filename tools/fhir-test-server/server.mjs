@@ -554,15 +554,43 @@ function prepareSubscriptionForValidate(resource) {
   return resource?.resourceType === 'Subscription' ? prepareSubscription(resource) : resource;
 }
 
+// If-Match: an entity tag, W/"<versionId>" (what HAPI and this server send as ETag) or the
+// strong "<versionId>". Anything else (a bare version, a list, `*`, an empty value) is answered
+// 400 instead of being dropped, which would turn the request into an unconditional write and
+// hide a client bug. Checked for PUT, PATCH and DELETE, direct or as a transaction entry
+// (`request.ifMatch` reaches the route handlers as the same header).
+const IF_MATCH_RE = /^(?:W\/)?"([^"\s,]+)"$/;
+function parseIfMatch(value) {
+  if (value === undefined) {
+    return undefined;
+  }
+  const match = IF_MATCH_RE.exec(String(value).trim());
+  if (!match) {
+    throw new OperationOutcomeError(
+      badRequest('If-Match must be one entity tag with the version id in quotes, e.g. W/"3"', 'If-Match')
+    );
+  }
+  return match[1];
+}
+
 // Update: 201 when the update creates the resource (HAPI's update-as-create), 200 otherwise.
 const updateRoute = router.router.routes.find((r) => r.method === 'PUT' && r.path.length === 2 && r.path[1].param);
 updateRoute.handler = async (req, r) => {
   const { resourceType, id } = req.params;
   const existed = Boolean(repo.current(resourceType, id));
-  const ifMatch = /"([^"]+)"/.exec(req.headers?.['if-match'] ?? '')?.[1];
+  const ifMatch = parseIfMatch(req.headers?.['if-match']);
   const [outcome, resource] = await updateResourceImpl(resourceType, id, req.body, r, { ifMatch });
   return [isOk(outcome) && !existed ? created : outcome, resource];
 };
+for (const route of router.router.routes) {
+  if (['PUT', 'PATCH', 'DELETE'].includes(route.method)) {
+    const handler = route.handler;
+    route.handler = async (req, ...rest) => {
+      parseIfMatch(req.headers?.['if-match']);
+      return handler(req, ...rest);
+    };
+  }
+}
 
 // All repository access is serialized, so a transaction's snapshot/rollback cannot interleave.
 let queueTail = Promise.resolve();
