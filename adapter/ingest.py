@@ -58,6 +58,8 @@ class ResourceIndex:
         self._by_key: dict[str, Res] = {}
         self._by_url: dict[str, Res] = {}
         self._validated: set[int] = set()
+        # Derived lists a reader computes once per input (e.g. the guidance procedures).
+        self.memo: dict[str, object] = {}
         for res in resources:
             self.by_type.setdefault(res.type, []).append(res)
             if res.id:

@@ -452,19 +452,33 @@ def _cpt_count_levels(res: Res, cpt: list[str], tables: CodeTables) -> list[Leve
 # --------------------------------------------------------------------------- guidance
 
 
-def _guidance(
-    index: ResourceIndex, res: Res, proc: FacetProcedure, texts: list[tuple[str, str]], tables: CodeTables
-) -> tuple[GuidanceValue, str | None, list[str]]:
-    linked: list[tuple[str, Res, str]] = []
+def _imaging_procedures(index: ResourceIndex, tables: CodeTables) -> list[tuple[Res, list[tuple[str, str]]]]:
+    """Procedures coded 77003 / 77012 / 76942, with (guidance kind, coding path): found once per
+    input, so a bulk file with many facet procedures is not scanned once per procedure."""
+    cached = index.memo.get("imaging-procedures")
+    if isinstance(cached, list):
+        return cached
+    found: list[tuple[Res, list[tuple[str, str]]]] = []
     for other in index.of_type("Procedure"):
-        if other is res or get_str(other.data, "status") in ("entered-in-error", "not-done"):
+        if get_str(other.data, "status") in ("entered-in-error", "not-done"):
             continue
         kinds = [
             (tables.imaging[value], f"{other.path}.code.coding[{i}]")
             for i, system, value, _ in codings(other.data.get("code"))
             if system in CPT_LIKE_SYSTEMS and value in tables.imaging
         ]
-        if not kinds:
+        if kinds:
+            found.append((other, kinds))
+    index.memo["imaging-procedures"] = found
+    return found
+
+
+def _guidance(
+    index: ResourceIndex, res: Res, proc: FacetProcedure, texts: list[tuple[str, str]], tables: CodeTables
+) -> tuple[GuidanceValue, str | None, list[str]]:
+    linked: list[tuple[str, Res, str]] = []
+    for other, kinds in _imaging_procedures(index, tables):
+        if other is res:
             continue
         part_of = any(index.resolve(ref, other) is res for _, ref in dicts(other.data.get("partOf")))
         same_day = (
