@@ -8,15 +8,16 @@ severity, citation, CARC and limits. A rule that fails to run holds the claim wi
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from . import icd10
 from .code import Coding
 from .findings import SEVERITY_ORDER, Finding
-from .model import Case, Diagnosis
+from .model import Case, ConditionOnset, Diagnosis
 from .packs import RULE_IDS, Pack
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ class Hit:
 class DiagnosisCheck:
     valid: list[Diagnosis] = field(default_factory=list)
     invalid: list[tuple[Diagnosis, str]] = field(default_factory=list)  # (diagnosis, status)
+    # The Conditions pain duration is measured from, and the earliest onset among them: computed
+    # once, for the pain-duration rule and the Claim's onset supporting information alike.
+    supporting: list[ConditionOnset] = field(default_factory=list)
+    onset: ConditionOnset | None = None
 
 
 @dataclass(slots=True)
@@ -45,6 +50,7 @@ class Context:
     pack: Pack
     profile_source: ProfileSource
     diagnoses: DiagnosisCheck
+    memo: dict[int, Any] = field(default_factory=dict)  # per-run results rules share (history groups)
 
 
 RuleFunction = Callable[[Context], Iterable[Hit]]
@@ -74,12 +80,28 @@ def check_diagnoses(diagnoses: list[Diagnosis]) -> DiagnosisCheck:
     return result
 
 
+def supporting_conditions(case: Case, coding: Coding, pack: Pack, diagnoses: DiagnosisCheck) -> list[ConditionOnset]:
+    """The reason Conditions, else the covered ones, else all (contract §2.4)."""
+    reasons = [c for c in case.conditions if c.is_reason]
+    valid = {dx.code for dx in diagnoses.valid}
+    covered = [
+        c
+        for c in case.conditions
+        if c.code in valid and any(pack.covered_for(c.code, g.region, g.family) for g in coding.groups)
+    ]
+    return reasons or covered or list(case.conditions)
+
+
 def check_case(
     case: Case, coding: Coding, pack: Pack, profile_source: ProfileSource
 ) -> tuple[list[Finding], DiagnosisCheck]:
     from . import rules  # noqa: F401  (registers the rule functions)
 
-    context = Context(case, coding, pack, profile_source, check_diagnoses(case.diagnoses))
+    diagnoses = check_diagnoses(case.diagnoses)
+    diagnoses.supporting = supporting_conditions(case, coding, pack, diagnoses)
+    onsets = [c for c in diagnoses.supporting if c.onset is not None]
+    diagnoses.onset = min(onsets, key=lambda c: c.onset or dt.date.max) if onsets else None
+    context = Context(case, coding, pack, profile_source, diagnoses)
     findings: list[Finding] = []
     for rule_id in RULE_IDS:
         function = _REGISTRY.get(rule_id)

@@ -8,6 +8,7 @@ Exit statuses: 0 no error finding, 1 written but held, 2 input or usage error, 3
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import traceback
@@ -54,8 +55,8 @@ def _read_input(source: str, max_bytes: int) -> tuple[bytes, str]:
 def _options(payer: str | None, use: str, pos: str | None, prior_auth: str | None, max_input_mb: float) -> Any:
     from .pipeline import Options
 
-    if max_input_mb <= 0:
-        raise UsageError("--max-input-mb must be positive.")
+    if not math.isfinite(max_input_mb) or max_input_mb <= 0:
+        raise UsageError("--max-input-mb must be a positive number.")
     return Options(
         payer=payer.lower() if payer else None,
         use=use,  # type: ignore[arg-type]

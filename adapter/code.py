@@ -308,9 +308,10 @@ def _rationale(group: Group, code: str) -> str:
 
 
 def _correction(group: Group, assigned: list[Assigned], all_groups: list[Group]) -> Correction | None:
-    derived: list[str] = []
-    for item in assigned:
-        derived.extend([item.code] * (len(item.levels) if item.per_level_quantity else 1))
+    # An add-on billed with a quantity (64634 / 64636 for each further joint) cannot carry that
+    # quantity on a FHIR Procedure: such a code compares by presence, the others code by code.
+    per_joint = {item.code for item in assigned if item.per_level_quantity}
+    derived = [item.code for item in assigned]
     facet_codes = coding_tables().descriptions
     seen: set[tuple[str, frozenset[Any]]] = set()
     input_codes: list[str] = []
@@ -327,6 +328,7 @@ def _correction(group: Group, assigned: list[Assigned], all_groups: list[Group])
                 continue
             seen.add((code, levels_here))
             input_codes.append(code)
+    input_codes = [c for c in input_codes if c not in per_joint] + sorted({c for c in input_codes if c in per_joint})
     if not input_codes or Counter(input_codes) == Counter(derived):
         return None
     return Correction(group=group, input_codes=sorted(input_codes), derived_codes=sorted(derived))

@@ -41,12 +41,21 @@ def is_facet(res: Res, tables: CodeTables) -> bool:
     code = res.data.get("code")
     if facet_cpt(code, tables):
         return True
-    if any(system in CPT_LIKE_SYSTEMS for _, system, _, _ in codings(code)):
-        # Coded with another CPT/HCPCS code (77003 guidance, 97110 exercise...): not a facet procedure,
-        # whatever its text says ("fluoroscopic guidance for facet injection").
+    if any(system in CPT_LIKE_SYSTEMS and _other_service(value, tables) for _, system, value, _ in codings(code)):
+        # Coded as image guidance (77003...), physical medicine, chiropractic or an E/M visit: not a
+        # facet procedure, whatever its text says ("fluoroscopic guidance for facet injection").
+        # Other codes (64999 unlisted) leave it to the words (contract §2.1).
         return False
     if any(system == SNOMED and value in tables.snomed_procedures for _, system, value, _ in codings(code)):
         return True
     if says_facet(concept_words(code)):
         return True
     return any(says_facet(text) for _, text in note_texts(res.data))
+
+
+def _other_service(code: str | None, tables: CodeTables) -> bool:
+    if not code:
+        return False
+    if code in tables.imaging:
+        return True
+    return code.isdigit() and ("97010" <= code <= "97799" or "98940" <= code <= "98943" or "99202" <= code <= "99499")

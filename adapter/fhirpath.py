@@ -82,10 +82,6 @@ def concept_words(concept: Any) -> str | None:
     return "; ".join(displays) if displays else None
 
 
-def has_code(concept: Any, systems: frozenset[str] | set[str], code: str) -> bool:
-    return any(system in systems and value == code for _, system, value, _ in codings(concept))
-
-
 def note_texts(resource: Mapping[str, Any]) -> Iterator[tuple[int, str]]:
     for index, note in dicts(resource.get("note")):
         text = get_str(note, "text")
@@ -122,13 +118,18 @@ def parse_instant(value: Any) -> dt.datetime | None:
 
 
 def period_start_end(resource: Mapping[str, Any], prefix: str) -> tuple[Any, Any, str | None]:
-    """(start, end, element) of `{prefix}DateTime` / `{prefix}Period` — raw values, element name."""
-    if f"{prefix}DateTime" in resource:
-        value = resource.get(f"{prefix}DateTime")
-        return value, value, f"{prefix}DateTime"
+    """(start, end, element) of `{prefix}DateTime`, `{prefix}Instant`, `{prefix}Period` or the
+    first event of `{prefix}Timing` — raw values, element name."""
+    for single in ("DateTime", "Instant"):
+        if f"{prefix}{single}" in resource:
+            value = resource.get(f"{prefix}{single}")
+            return value, value, f"{prefix}{single}"
     period = resource.get(f"{prefix}Period")
     if isinstance(period, dict):
         return period.get("start"), period.get("end"), f"{prefix}Period"
+    timing = resource.get(f"{prefix}Timing")
+    if isinstance(timing, dict) and isinstance(timing.get("event"), list) and timing["event"]:
+        return timing["event"][0], timing["event"][-1], f"{prefix}Timing.event[0]"
     return None, None, None
 
 

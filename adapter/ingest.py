@@ -7,6 +7,7 @@ each one remembers the FHIRPath it came from so findings can point back into the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,10 +16,16 @@ import orjson
 
 from . import r4schema
 from .errors import ErrorDetail, InputTooLargeError, InvalidR4Error, NotFhirError, NotJsonError
+from .fhirpath import parse_instant
 
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _MAX_SCHEMA_DETAILS = 20
+# orjson writes at most 255 levels and a Bundle wraps each resource in three more: a resource the
+# adapter uses and may write must stay below that (checked with the R4 structure, so `check` and
+# `claim` answer alike).
+MAX_USED_DEPTH = 250
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 
 
 @dataclass(eq=False, slots=True)
@@ -32,38 +39,44 @@ class Res:
     full_url: str | None = None
     container: Res | None = None  # the resource holding this one in `contained`
     contained: dict[str, Res] = field(default_factory=dict)
+    line: int | None = None  # NDJSON line number
 
     @property
     def key(self) -> str:
-        """`Type/id` for resources with an id, else the fullUrl or the path (always unique)."""
+        """`Type/id` for resources with an id, else the fullUrl, else where it stands (unique)."""
         if self.id and self.container is None:
             return f"{self.type}/{self.id}"
         if self.container is not None:
             return f"{self.container.key}#{self.id}"
-        return self.full_url or self.path
+        if self.full_url:
+            return self.full_url
+        return f"{self.path}@line{self.line}" if self.line is not None else self.path
 
     def label(self) -> str:
         """How messages name a resource: its type and id, never its content."""
-        return f"{self.type}/{self.id}" if self.id else f"{self.type} at {self.path}"
+        if self.id:
+            return f"{self.type}/{self.id}"
+        return f"{self.type} on line {self.line}" if self.line is not None else f"{self.type} at {self.path}"
 
 
 class ResourceIndex:
     """All resources of one input, found by type, by `Type/id`, by fullUrl, and by reference."""
 
-    def __init__(self, resources: list[Res], *, single: bool) -> None:
+    def __init__(self, resources: list[Res]) -> None:
         self.resources = resources
-        self.single = single  # a lone resource or NDJSON: paths start at the resource type
         self.by_type: dict[str, list[Res]] = {}
         self._contained_by_type: dict[str, list[Res]] = {}
         self._by_key: dict[str, Res] = {}
         self._by_url: dict[str, Res] = {}
-        self._validated: set[int] = set()
+        self._validated: dict[int, InvalidR4Error | None] = {}
         # Derived lists a reader computes once per input (e.g. the guidance procedures).
         self.memo: dict[str, object] = {}
         for res in resources:
             self.by_type.setdefault(res.type, []).append(res)
             if res.id:
                 self._by_key[f"{res.type}/{res.id}"] = res
+            else:
+                self._by_key.setdefault(res.key, res)
             if res.full_url:
                 self._by_url[res.full_url] = res
             for inner in res.contained.values():
@@ -113,17 +126,37 @@ class ResourceIndex:
                 return self._by_url[f"{base}/{relative}"]
         return self._by_key.get(relative)
 
+    def is_valid(self, res: Res) -> bool:
+        """Whether a resource (its container, for a contained one) is valid R4 the adapter can
+        write back; never raises."""
+        try:
+            self.validate_used(res)
+        except InvalidR4Error:
+            return False
+        return True
+
     def validate_used(self, res: Res) -> None:
-        """Check a resource the adapter uses against the R4 structure rules (once per resource)."""
+        """Check a resource the adapter uses against the R4 structure rules; raises InvalidR4Error.
+        The answer is kept per resource (a contained resource is checked with its container)."""
         top = res
         while top.container is not None:
             top = top.container
-        if id(top) in self._validated:
-            return
-        self._validated.add(id(top))
+        if id(top) not in self._validated:
+            self._validated[id(top)] = self._problems(top)
+        error = self._validated[id(top)]
+        if error is not None:
+            raise error
+
+    @staticmethod
+    def _problems(top: Res) -> InvalidR4Error | None:
         issues = r4schema.validate(top.data, max_issues=_MAX_SCHEMA_DETAILS)
+        if not issues and json_depth(top.data) > MAX_USED_DEPTH:
+            return InvalidR4Error(
+                f"{top.label()} is nested more than {MAX_USED_DEPTH} levels deep; the adapter cannot write it back "
+                "(FHIR resources are not nested that deep)."
+            )
         if not issues:
-            return
+            return None
         details = [
             ErrorDetail(
                 message=f"{issue.message} ({top.label()})",
@@ -132,10 +165,25 @@ class ResourceIndex:
             )
             for issue in issues
         ]
-        raise InvalidR4Error(
+        return InvalidR4Error(
             f"{top.label()} is not valid FHIR R4 ({len(details)} problem(s)); see the issues below.",
             details=details,
         )
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a JSON value, found iteratively (the input may nest deeper than Python's
+    recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(current, dict):
+            stack.extend((v, level + 1) for v in current.values() if isinstance(v, (dict, list)))
+        elif isinstance(current, list):
+            stack.extend((v, level + 1) for v in current if isinstance(v, (dict, list)))
+    return deepest
 
 
 def _rebase(schema_path: str, res: Res) -> str:
@@ -186,13 +234,10 @@ def parse_bytes(raw: bytes, *, name: str = "input", max_bytes: int = DEFAULT_MAX
     else:
         values = _parse_ndjson(raw, name, None)
     resources: list[Res] = []
-    single = True
     for value, line in values:
-        if isinstance(value, dict) and value.get("resourceType") == "Bundle" and line is None:
-            single = False
-        _collect(value, resources, line=line, single_path=True)
+        _collect(value, resources, line=line)
     _check_types(resources)
-    return ResourceIndex(resources, single=single)
+    return ResourceIndex(resources)
 
 
 def _parse_ndjson(raw: bytes, name: str, whole_error: orjson.JSONDecodeError | None) -> list[tuple[Any, int | None]]:
@@ -218,24 +263,24 @@ def _json_error_text(error: orjson.JSONDecodeError) -> str:
     return f"{reason} at line {error.lineno}, column {error.colno}"
 
 
-def _collect(value: Any, out: list[Res], *, line: int | None, single_path: bool) -> None:
+def _collect(value: Any, out: list[Res], *, line: int | None) -> None:
     """Flatten one top-level JSON value (resource or Bundle) into `out`, iteratively."""
     if not isinstance(value, dict):
         where = f"line {line}" if line is not None else "the input"
         raise NotFhirError(f"JSON value at {where} is not a FHIR resource (expected an object with resourceType).")
-    base_path = _type_name(value) if single_path else "Bundle"
+    base_path = _type_name(value)
     stack: list[tuple[dict[str, Any], str, str | None, int | None]] = [(value, base_path, None, line)]
     while stack:
         resource, path, full_url, src_line = stack.pop()
         type_ = _type_name(resource)
         if type_ == "Bundle":
-            out.append(_make_res(resource, type_, path, full_url))
+            out.append(_make_res(resource, type_, path, full_url, src_line))
             entries = _bundle_entries(resource)
             for index, entry, entry_resource in reversed(entries):
                 entry_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
                 stack.append((entry_resource, f"{path}.entry[{index}].resource", entry_url, src_line))
             continue
-        out.append(_make_res(resource, type_, path, full_url))
+        out.append(_make_res(resource, type_, path, full_url, src_line))
 
 
 def _type_name(resource: Mapping[str, Any]) -> str:
@@ -243,7 +288,7 @@ def _type_name(resource: Mapping[str, Any]) -> str:
     return type_ if isinstance(type_, str) and type_ else "Resource"
 
 
-def _make_res(resource: dict[str, Any], type_: str, path: str, full_url: str | None) -> Res:
+def _make_res(resource: dict[str, Any], type_: str, path: str, full_url: str | None, line: int | None) -> Res:
     id_ = resource.get("id")
     res = Res(
         data=resource,
@@ -251,6 +296,7 @@ def _make_res(resource: dict[str, Any], type_: str, path: str, full_url: str | N
         id=id_ if isinstance(id_, str) and id_ else None,
         path=path,
         full_url=full_url,
+        line=line,
     )
     contained = resource.get("contained")
     if isinstance(contained, list):
@@ -299,9 +345,9 @@ def _newest_versions(
     kept: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     for key in order:
         candidates = versions[key]
-        stamps = [_history_stamp(entry, resource) for _, entry, resource in candidates]
-        if all(stamps):
-            newest = max(zip(stamps, candidates, strict=True), key=lambda pair: str(pair[0]))[1]
+        stamps = [parse_instant(_history_stamp(entry, resource)) for _, entry, resource in candidates]
+        if all(stamp is not None for stamp in stamps):
+            newest = max(zip(stamps, candidates, strict=True), key=lambda pair: pair[0])[1]  # type: ignore[arg-type,return-value]
         else:
             newest = candidates[0]
         index, entry, resource = newest
@@ -345,8 +391,10 @@ def _check_types(resources: list[Res]) -> None:
                 details=[ErrorDetail("resourceType is missing.", res.path, "required")],
             )
         if not r4schema.is_r4_resource_type(declared):
+            # The value comes from the input: name it only when it looks like a type name.
+            named = declared if _TYPE_NAME.match(declared) else "The resourceType"
             raise NotFhirError(
-                f"{declared} at {res.path} is not a FHIR R4 resource type "
+                f"{named} at {res.path} is not a FHIR R4 resource type "
                 "(R5/R4B-only types and unknown names are rejected).",
                 details=[
                     ErrorDetail("Unknown resource type for FHIR R4.", f"{res.path}.resourceType", "not-supported")

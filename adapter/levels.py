@@ -8,7 +8,7 @@
   occipital nerve) single vertebrae are nerves, and each pair of consecutive nerves names the
   joint they supply (mappings/spine.toml `nerve_pairs`). Joint names are never nerves, and the
   nerve reading wins over the `L4 L5` spelling;
-* sides: `left`, `right`, `bilateral`, `bilat`, `both`, `b/l`. A side word applies to the levels
+* sides: `left`, `right`, `bilateral`, `bilat`, `both` (sides), `b/l`. A side word applies to the levels
   that follow it up to the next side word; a side written after all the levels applies to every
   level still without one; in a text that names no level, the sides are the whole procedure's.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Literal
 
-from .spine import NERVES, VERTEBRAE, Side, joint_between, spine
+from .spine import NERVES, VERTEBRAE, Side, joint_between, spine, union_side
 
 LevelKind = Literal["joint", "nerve"]
 
@@ -33,7 +33,7 @@ _TOKEN = re.compile(
   | (?P<pair>\b{_VERT}\s+([CTLS])\s?(\d{{1,2}})\b(?!\s*(?:-|/|\bto\b|\bthrough\b|\bthru\b)\s*[CTLS]?\s?\d))
   | (?P<single>\b{_VERT}\b)
   | (?P<ton>\bthird[\s-]+occipital\b)
-  | (?P<side>\b(?:left|right|bilateral(?:ly)?|bilat|b/l)\b|\bboth\b(?!\s+(?:levels?|joints?|segments?)\b))
+  | (?P<side>\b(?:left|right|bilateral(?:ly)?|bilat|b/l)\b|\bboth(?=\s+sides?\b|\s*(?:[.,;:)]|$)))
     """,
     re.IGNORECASE | re.VERBOSE,
 )
@@ -138,14 +138,18 @@ def _assign_sides(items: list[_Item]) -> TextLevels:
         return result
     last_level_at = max(i for i, item in enumerate(items) if item.kind != "side")
     trailing = [side_word(item.value) for item in items[last_level_at + 1 :] if item.kind == "side"]
-    trailing_side: Side | None = trailing[0] if len(set(trailing)) == 1 else _merge(trailing)
+    trailing_side = union_side(set(trailing))
 
     current: Side | None = None
+    after_side = False  # side words with no level between them are one side: "left and right" = bilateral
     nerve_runs: list[tuple[Side | None, list[str]]] = []
     for item in items:
         if item.kind == "side":
-            current = side_word(item.value)
+            word = side_word(item.value)
+            current = union_side({word, current}) if after_side and current else word
+            after_side = True
             continue
+        after_side = False
         if item.kind in ("joint", "ton"):
             result.levels.append(LevelMention(item.value, current, "joint" if item.kind == "joint" else "nerve"))
             continue
@@ -161,15 +165,6 @@ def _assign_sides(items: list[_Item]) -> TextLevels:
             for mention in result.levels
         ]
     return result
-
-
-def _merge(sides: list[Side]) -> Side | None:
-    unique = set(sides)
-    if not unique:
-        return None
-    if "bilateral" in unique or {"left", "right"} <= unique:
-        return "bilateral"
-    return sides[0]
 
 
 def _joints_of_nerves(nerves: list[str]) -> list[str]:

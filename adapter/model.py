@@ -20,8 +20,6 @@ GuidanceValue = Literal["fluoroscopy", "ct", "fluoroscopy-or-ct", "ultrasound", 
 Use = Literal["claim", "preauthorization"]
 FrequencyCategory = Literal["diagnostic", "therapeutic", "rfa"]
 
-INFERRED_SOURCES: frozenset[LevelSource] = frozenset({"nerve", "text", "cpt"})
-
 
 @dataclass(frozen=True, slots=True)
 class Level:
@@ -78,6 +76,7 @@ class FacetProcedure:
     reason_references: list[str] = field(default_factory=list)  # resolved Condition keys
     reason_codes: list[tuple[str, str]] = field(default_factory=list)  # (ICD-10-CM code, path)
     guidance_resources: list[str] = field(default_factory=list)  # keys of guidance Procedures
+    text: str | None = None  # code.text and notes, for words a later rule may need (never logged)
 
     @property
     def category(self) -> FrequencyCategory:
@@ -100,6 +99,18 @@ class Diagnosis:
     from_reason: bool = False
     from_encounter: bool = False
     owner: str = ""  # the resource that holds the code (the Condition, or the Procedure of a reasonCode)
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionOnset:
+    """A Condition of the patient that counts (not refuted, not resolved before the date of
+    service), whatever its coding: what pain duration is measured from (contract §2.4)."""
+
+    key: str
+    onset: dt.date | None
+    onset_path: str | None
+    code: str | None  # its ICD-10-CM code, dotted, when it has one
+    is_reason: bool  # referenced by the session's reasonReference
 
 
 @dataclass(slots=True)
@@ -146,8 +157,6 @@ class EvidenceItem:
 
 @dataclass(slots=True)
 class Evidence:
-    onset: dt.date | None = None
-    onset_item: EvidenceItem | None = None
     pain_scores: list[EvidenceItem] = field(default_factory=list)
     disability_scores: list[EvidenceItem] = field(default_factory=list)
     conservative_care: list[EvidenceItem] = field(default_factory=list)
@@ -206,6 +215,7 @@ class Case:
     reliefs: dict[str, Relief]  # per history procedure key
     radiculopathy: list[Diagnosis]
     undated: list[FacetProcedure] = field(default_factory=list)  # the patient's, left out of history
+    conditions: list[ConditionOnset] = field(default_factory=list)
 
 
 def label_guidance(value: GuidanceValue | Guidance) -> str:

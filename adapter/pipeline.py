@@ -89,10 +89,10 @@ def process_index(index: ResourceIndex, options: Options) -> Result:
     pack, source = choose_pack(options.payer, case)
     coding = code_session(case.session, pack.billing)
     findings, diagnoses = check_case(case, coding, pack, source)
+    # Resource ids and rule ids only: a date of service is patient data.
     log.info(
-        "coded session of %s on %s: %d line(s), %d finding(s) [%s]",
-        case.session.keys[0] if case.session.keys else "?",
-        case.session.date.isoformat(),
+        "coded session of %s: %d line(s), %d finding(s) [%s]",
+        ", ".join(case.session.keys),
         len(coding.lines),
         len(findings),
         ", ".join(sorted({f.rule_id for f in findings})) or "none",

@@ -55,7 +55,9 @@ THERAPEUTIC_SCT = "277132007"
 # Procedure statuses (contract §2.1): only `completed` is billed and counted in history.
 _COUNTED_PROCEDURE = frozenset({"completed"})
 _PLANNED_REQUEST = frozenset({"active", "draft"})
+_VOID_STATUSES = frozenset({"entered-in-error", "not-done"})  # never count anywhere
 _PROVIDER_TYPES = frozenset({"Practitioner", "PractitionerRole", "Organization"})
+_CODED_GUIDANCE: tuple[GuidanceValue, ...] = ("fluoroscopy", "ct", "ultrasound")
 _USED_PATIENT_TYPES = (
     "Procedure",
     "ServiceRequest",
@@ -90,8 +92,8 @@ def read_case(index: ResourceIndex, options: ReadOptions) -> Case:
             "The input has no facet procedure (CPT 64490-64495, 64633-64636, 0213T-0218T, or facet / "
             "zygapophyseal / medial branch wording) to code."
         )
-    for res in candidates:
-        index.validate_used(res)
+    # Read defensively first (the accessors never raise), choose the patient, then check as R4
+    # what this patient's claim uses: other patients' data is passed over.
     procedures = [_read_procedure(index, res, options.use, tables) for res in candidates]
 
     wanted_type = "Procedure" if options.use == "claim" else "ServiceRequest"
@@ -139,14 +141,20 @@ def read_case(index: ResourceIndex, options: ReadOptions) -> Case:
         if day <= date_of_service
     ]
 
+    for proc, res in zip(procedures, candidates, strict=True):
+        # A facet procedure with no patient cannot be attributed to anyone: it is checked too,
+        # rather than silently billing the session without it.
+        if proc.patient in (patient, UNATTRIBUTED) and proc.status not in _VOID_STATUSES:
+            index.validate_used(res)
     patient_res = index.get(patient) if patient.startswith("Patient/") else None
     if patient_res is not None:
         index.validate_used(patient_res)
     reader = PatientRecord(index, patient, date_of_service)
     # Everything of this patient's record the adapter reads must be valid R4; other patients'
-    # data and resource types the adapter does not use are passed over.
+    # data, records entered in error and resource types the adapter does not use are passed over.
     for res in reader.own(*_USED_PATIENT_TYPES):
-        index.validate_used(res)
+        if get_str(res.data, "status") not in _VOID_STATUSES:
+            index.validate_used(res)
     encounter = _session_encounter(index, reader, session)
     diagnoses = reader.diagnoses(session, encounter)
     pos, pos_source, pos_path = _place_of_service(index, options, encounter)
@@ -162,7 +170,7 @@ def read_case(index: ResourceIndex, options: ReadOptions) -> Case:
         evidence=reader.evidence(options.prior_auth),
         coverage=coverage,
         payer_names=payer_names,
-        provider=_provider(index, session, encounter),
+        provider=_checked_provider(index, session, encounter),
         encounter=encounter.key if encounter is not None else None,
         place_of_service=pos,
         place_of_service_source=pos_source,
@@ -170,10 +178,14 @@ def read_case(index: ResourceIndex, options: ReadOptions) -> Case:
         guidance_resources=sorted({key for p in session.procedures for key in p.guidance_resources}),
         reliefs={p.key: reader.relief(p) for p in history_procs},
         radiculopathy=[d for d in diagnoses if is_radiculopathy(d.code)],
+        conditions=list(reader.conditions),
         undated=[
             p
             for p in procedures
-            if p.patient == patient and p.date is None and (p.billable or p.status in _COUNTED_PROCEDURE)
+            if p.patient == patient
+            and p.date is None
+            and p.resource_type == wanted_type
+            and (p.billable or p.status in _COUNTED_PROCEDURE)
         ],
     )
 
@@ -238,7 +250,10 @@ def _read_procedure(index: ResourceIndex, res: Res, use: Use, tables: CodeTables
         else:
             family = "ablation" if technique == "radiofrequency-ablation" else "injection"
 
-    intent, intent_path = _intent(res, texts)
+    # Intent reads code.text, not the codings' displays: a CPT descriptor says "diagnostic or
+    # therapeutic", a SNOMED display is not the clinician's statement (contract §2.3).
+    intent_texts = [(text, path) for text, path in texts if not path.endswith(".code")]
+    intent, intent_path = _intent(res, intent_texts)
     proc = FacetProcedure(
         key=res.key,
         resource_type=res.type,
@@ -259,11 +274,12 @@ def _read_procedure(index: ResourceIndex, res: Res, use: Use, tables: CodeTables
         guidance="unknown",
         guidance_path=None,
     )
+    proc.text = " ".join(text for text, _ in texts) or None
     proc.levels, proc.level_source = _levels(index, res, texts, cpt, tables)
     proc.guidance, proc.guidance_path, proc.guidance_resources = _guidance(index, res, proc, texts, tables)
     proc.performer = _first_actor(data.get("performer"), index, res)
     proc.requester = _provider_ref(data.get("requester"), index, res)
-    encounter = get_dict(data, "encounter") or get_dict(data, "context")
+    encounter = get_dict(data, "encounter")
     proc.encounter = reference_of(encounter)
     for _, reason in dicts(data.get("reasonReference")):
         target = index.resolve(reason, res)
@@ -276,8 +292,11 @@ def _read_procedure(index: ResourceIndex, res: Res, use: Use, tables: CodeTables
     return proc
 
 
+UNATTRIBUTED = "Patient/(unknown)"
+
+
 def _patient_key(index: ResourceIndex, res: Res) -> str:
-    return patient_of(index, res, res.data.get("subject")) or "Patient/(unknown)"
+    return patient_of(index, res, res.data.get("subject")) or UNATTRIBUTED
 
 
 def _intent(res: Res, texts: list[tuple[str, str]]) -> tuple[Any, str | None]:
@@ -410,14 +429,16 @@ def _levels(
             text_joint_sides.setdefault(joint, set()).update(sides)
 
     if not found:
-        # Medial-branch wording and level wording are both free text; a record that uses both
-        # (a joint name and the nerves that supply it) names the union.
-        for reading, path in text_readings:
-            for mention in reading.levels:
-                sides = {mention.side} if mention.side else set()
-                add(mention.joint, sides, "nerve" if mention.kind == "nerve" else "text", path)
-        if found:
-            source = "nerve" if any(f.source == "nerve" for f in found.values()) else "text"
+        # Medial-branch wording before level wording (contract §2.2, sources 3 and 4).
+        preference: tuple[tuple[str, LevelSource], ...] = (("nerve", "nerve"), ("joint", "text"))
+        for kind, level_source in preference:
+            for reading, path in text_readings:
+                for mention in reading.levels:
+                    if mention.kind == kind:
+                        add(mention.joint, {mention.side} if mention.side else set(), level_source, path)
+            if found:
+                source = level_source
+                break
 
     levels = list(found.values())
     if not levels and cpt:
@@ -489,16 +510,17 @@ def _guidance(
         if part_of or same_day:
             index.validate_used(other)
             linked.extend((kind, other, path) for kind, path in kinds)
-    if linked:
-        kinds_found = [kind for kind, _, _ in linked]
-        chosen = next((k for k in ("fluoroscopy", "ct", "ultrasound") if k in kinds_found), kinds_found[0])
-        path = next(path for kind, _, path in linked if kind == chosen)
-        return chosen, path, sorted({other.key for _, other, _ in linked})  # type: ignore[return-value]
-    own = [tables.imaging[code] for code in proc.imaging_codes]
-    if own:
-        return own[0], proc.code_path, []  # type: ignore[return-value]
+    coded = [(kind, path) for kind, _, path in linked] + [
+        (tables.imaging[c], proc.code_path) for c in proc.imaging_codes
+    ]
+    if coded:
+        # One preference over every coded source: fluoroscopy or CT (covered) before ultrasound.
+        kinds_found = [kind for kind, _ in coded]
+        chosen: GuidanceValue = next((k for k in _CODED_GUIDANCE if k in kinds_found), "fluoroscopy")
+        path = next(path for kind, path in coded if kind == chosen)
+        return chosen, path, sorted({other.key for _, other, _ in linked})
     for text, path in texts:
-        said = guidance_of(text, note=".note[" in path)
+        said = guidance_of(text)
         if said:
             return said, path, []
     if proc.cpt_codes:
@@ -531,6 +553,15 @@ def _first_actor(performers: Any, index: ResourceIndex, context: Res) -> str | N
         if found:
             return found
     return None
+
+
+def _checked_provider(index: ResourceIndex, session: Session, encounter: Res | None) -> str | None:
+    """The Claim's provider, checked as R4 like every resource the Claim is built from."""
+    provider = _provider(index, session, encounter)
+    found = index.get(provider) if provider else None
+    if found is not None:
+        index.validate_used(found)
+    return provider
 
 
 def _provider(index: ResourceIndex, session: Session, encounter: Res | None) -> str | None:

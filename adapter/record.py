@@ -29,19 +29,35 @@ from .fhirpath import (
 )
 from .icd10 import normalize
 from .ingest import Res, ResourceIndex
-from .model import Diagnosis, Evidence, EvidenceItem, FacetProcedure, Relief, Session
+from .model import ConditionOnset, Diagnosis, Evidence, EvidenceItem, FacetProcedure, Relief, Session
 
 PAIN_LOINC = "72514-3"
 DISABILITY_LOINC = "97909-6"
 _REFUTED = frozenset({"refuted", "entered-in-error"})
 _INACTIVE = frozenset({"inactive", "resolved", "remission"})
 _VOID_OBSERVATION = frozenset({"entered-in-error", "cancelled"})
-_VOID_CARE = frozenset({"entered-in-error", "not-done", "not-taken", "cancelled", "stopped"})
+# A care record that was stopped was still tried; one never started (not-done, not-taken, cancelled) was not.
+_VOID_CARE = frozenset({"entered-in-error", "not-done", "not-taken", "cancelled"})
 
 
 def is_radiculopathy(code: str) -> bool:
     compact = code.replace(".", "").upper()
     return compact.startswith(("M541", "M472", "M501", "M511", "M543", "M544")) or compact == "M48062"
+
+
+def _onset(res: Res) -> tuple[dt.date | None, str | None]:
+    """onsetDateTime, else onsetPeriod.start, else recordedDate (contract §2.4)."""
+    data = res.data
+    candidates = [
+        (data.get("onsetDateTime"), "onsetDateTime"),
+        (get_dict(data, "onsetPeriod").get("start"), "onsetPeriod.start"),
+        (data.get("recordedDate"), "recordedDate"),
+    ]
+    for raw, element in candidates:
+        day = parse_date(raw)
+        if day is not None:
+            return day, f"{res.path}.{element}"
+    return None, None
 
 
 def observation_number(data: dict[str, Any]) -> float | None:
@@ -60,6 +76,7 @@ class PatientRecord:
         self.index = index
         self.patient = patient
         self.dos = date_of_service
+        self.conditions: list[ConditionOnset] = []  # filled by diagnoses()
 
     def own(self, *types: str) -> list[Res]:
         """The patient's resources of these types, contained ones included (they must resolve too)."""
@@ -73,24 +90,41 @@ class PatientRecord:
     # -- diagnoses
     def diagnoses(self, session: Session, encounter: Res | None) -> list[Diagnosis]:
         reason_keys = [key for p in session.procedures for key in p.reason_references]
+        # Encounter.diagnosis in the order of its `rank` (then as listed).
         encounter_keys: list[str] = []
         if encounter is not None:
-            for _, entry in dicts(encounter.data.get("diagnosis")):
+            listed = []
+            for position, entry in dicts(encounter.data.get("diagnosis")):
                 target = self.index.resolve(entry.get("condition"), encounter)
                 if target is not None and target.type == "Condition":
-                    encounter_keys.append(target.key)
+                    rank = entry.get("rank") if isinstance(entry.get("rank"), int) else 1_000_000
+                    listed.append((rank, position, target.key))
+            encounter_keys = [key for _, _, key in sorted(listed)]
         found: dict[str, Diagnosis] = {}
         ordered: list[tuple[int, int, Diagnosis]] = []
-        for position, res in enumerate(self.own("Condition")):
+        self.conditions = []
+        conditions = self.own("Condition")
+        for position, res in enumerate(conditions):
             self.index.validate_used(res)
+            if not self._counts(res):
+                continue
             dx = self._condition(res)
+            onset, onset_path = _onset(res)
+            self.conditions.append(
+                ConditionOnset(res.key, onset, onset_path, dx.code if dx else None, res.key in reason_keys)
+            )
             if dx is None:
                 continue
             from_encounter = res.key in encounter_keys or (
                 encounter is not None and self.index.resolve(res.data.get("encounter"), res) is encounter
             )
             rank = 0 if res.key in reason_keys else (1 if from_encounter else 2)
-            order = reason_keys.index(res.key) if res.key in reason_keys else position
+            if rank == 0:
+                order = reason_keys.index(res.key)
+            elif res.key in encounter_keys:
+                order = encounter_keys.index(res.key)
+            else:
+                order = len(encounter_keys) + position
             dx.from_reason, dx.from_encounter = rank == 0, from_encounter
             ordered.append((rank, order, dx))
         # reasonReference before reasonCode: a Condition carries onset and status, a bare code does not.
@@ -114,36 +148,30 @@ class PatientRecord:
             found[dx.code] = dx
         return list(found.values())
 
-    def _condition(self, res: Res) -> Diagnosis | None:
+    def _counts(self, res: Res) -> bool:
+        """Not refuted or entered in error, not abated before the date of service, and not
+        inactive / resolved / in remission without an abatement date (contract §2.4)."""
         data = res.data
         verification = {v for _, _, v, _ in codings(data.get("verificationStatus"))}
         if verification & _REFUTED:
-            return None
+            return False
         clinical = {v for _, _, v, _ in codings(data.get("clinicalStatus"))}
         abatement_raw = data.get("abatementDateTime")
         if abatement_raw is None and isinstance(data.get("abatementPeriod"), dict):
             abatement_raw = data["abatementPeriod"].get("end") or data["abatementPeriod"].get("start")
         abatement = parse_date(abatement_raw)
         if abatement is not None and abatement < self.dos:
-            return None
-        has_abatement = any(key.startswith("abatement") for key in data)
-        if clinical & _INACTIVE and not has_abatement:
-            return None
+            return False
+        # abatementString / abatementAge / abatementBoolean are not dates.
+        return not (clinical & _INACTIVE and abatement is None)
+
+    def _condition(self, res: Res) -> Diagnosis | None:
+        data = res.data
         code = data.get("code")
         chosen = next(((i, value) for i, system, value, _ in codings(code) if system in ICD10CM_LIKE and value), None)
         if chosen is None:
             return None
-        onset, onset_path = None, None
-        for element in ("onsetDateTime",):
-            if element in data:
-                onset, onset_path = parse_date(data[element]), f"{res.path}.{element}"
-        if onset is None and isinstance(data.get("onsetPeriod"), dict):
-            onset = parse_date(data["onsetPeriod"].get("start"))
-            onset_path = f"{res.path}.onsetPeriod.start" if onset else None
-        if onset is None and "recordedDate" in data:
-            onset, onset_path = parse_date(data["recordedDate"]), f"{res.path}.recordedDate"
-        if onset is None:
-            onset_path = None
+        onset, onset_path = _onset(res)
         return Diagnosis(
             code=normalize(chosen[1]),
             source_key=res.key,
@@ -172,6 +200,8 @@ class PatientRecord:
                 continue
             quantity = get_dict(data, "valueQuantity")
             value = observation_number(data)
+            if value is None:
+                continue  # a score without a value (dataAbsentReason) is not a score on record
             item = EvidenceItem(
                 kind="pain-score" if PAIN_LOINC in loinc else "disability-score",
                 source_key=res.key,
@@ -258,6 +288,22 @@ class PatientRecord:
         target = self.index.resolve(res.data.get("medicationReference"), res)
         return target.data.get("code") if target is not None and target.type == "Medication" else None
 
+    def _observations_about(self) -> dict[int, list[Res]]:
+        """Observations by the resource they are about (partOf / focus), found once per input."""
+        cached = self.index.memo.get("observations-about")
+        if isinstance(cached, dict):
+            return cached
+        about: dict[int, list[Res]] = {}
+        for res in self.index.of_type("Observation"):
+            if get_str(res.data, "status") in _VOID_OBSERVATION:
+                continue
+            for _, link in [*dicts(res.data.get("partOf")), *dicts(res.data.get("focus"))]:
+                target = self.index.resolve(link, res)
+                if target is not None and res not in about.setdefault(id(target), []):
+                    about[id(target)].append(res)
+        self.index.memo["observations-about"] = about
+        return about
+
     def relief(self, proc: FacetProcedure) -> Relief:
         """Relief after an earlier block, from Observations linked to it by partOf or focus."""
         target = self.index.get(proc.key)
@@ -265,13 +311,8 @@ class PatientRecord:
             return Relief(percent=None, source_keys=[], path=None)
         percents: list[tuple[float, Res]] = []
         pains: list[tuple[dt.datetime | None, dt.date | None, float, Res]] = []
-        for res in self.index.of_type("Observation"):
+        for res in self._observations_about().get(id(target), []):
             data = res.data
-            if get_str(data, "status") in _VOID_OBSERVATION:
-                continue
-            links = [*dicts(data.get("partOf")), *dicts(data.get("focus"))]
-            if not any(self.index.resolve(link, res) is target for _, link in links):
-                continue
             self.index.validate_used(res)
             quantity = get_dict(data, "valueQuantity")
             value = observation_number(data)
@@ -319,16 +360,25 @@ def _pain_pair_relief(
     proc: FacetProcedure,
     target: Res | None,
 ) -> Relief:
+    """(before - after) / before from linked 0-10 scores: the last score before the procedure and
+    the first after it (the block's effect, not a later follow-up); with times unknown, the earliest
+    and the latest."""
     procedure_time = parse_instant(period_start_end(target.data, "performed")[0]) if target is not None else None
-    timed = [p for p in pains if p[0] is not None]
     before = after = None
-    if procedure_time is not None and len(timed) == len(pains):
-        befores = sorted((p for p in timed if p[0] is not None and p[0] < procedure_time), key=lambda p: p[0])  # type: ignore[arg-type, return-value]
-        afters = sorted((p for p in timed if p[0] is not None and p[0] > procedure_time), key=lambda p: p[0])  # type: ignore[arg-type, return-value]
+    if procedure_time is not None and all(p[0] is not None for p in pains):
+        befores = [p for p in pains if p[0] is not None and p[0] < procedure_time]
+        afters = [p for p in pains if p[0] is not None and p[0] > procedure_time]
         if befores and afters:
-            before, after = befores[-1], afters[-1]
+            before = max(befores, key=lambda p: p[0] or procedure_time)
+            after = min(afters, key=lambda p: p[0] or procedure_time)
     if before is None or after is None:
-        ordered = sorted(pains, key=lambda p: (p[0].timestamp() if p[0] else 0.0, p[1] or dt.date.min))
+
+        def when(p: tuple[dt.datetime | None, dt.date | None, float, Res]) -> tuple[dt.date, float]:
+            # Calendar date first (as written); a time orders scores within a day.
+            day = p[1] or (p[0].date() if p[0] else dt.date.min)
+            return day, p[0].timestamp() if p[0] else float("-inf")
+
+        ordered = sorted(pains, key=when)
         before, after = ordered[0], ordered[-1]
     if before[2] <= 0:
         return Relief(percent=None, source_keys=[before[3].key, after[3].key], path=None)

@@ -7,6 +7,7 @@ citations come from the pack; these functions hold only the logic a coder would 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Iterator
 
 from .check import Context, Hit, rule
@@ -60,13 +61,16 @@ def levels_inferred(ctx: Context) -> Iterator[Hit]:
 
 @rule("laterality-unknown")
 def laterality_unknown(ctx: Context) -> Iterator[Hit]:
-    for proc in ctx.case.session.procedures:
-        for finding in proc.levels:
-            if not finding.sides:
+    # Per level of the session, after merging: a side from any procedure of the level beats none.
+    for group in ctx.coding.groups:
+        for entry in group.levels:
+            if entry.side is None:
+                keys = [p.key for p in entry.procedures]
+                paths = [f.path for p in entry.procedures for f in p.levels if f.level == entry.level]
                 yield Hit(
-                    f"{proc.key}: level {finding.level.label} has no side (left, right or bilateral); its line has "
+                    f"{_who(keys)}: level {entry.level.label} has no side (left, right or bilateral); its line has "
                     "no RT, LT or 50 modifier.",
-                    (finding.path,),
+                    tuple(dict.fromkeys(paths)),
                 )
 
 
@@ -163,12 +167,14 @@ def multiple_regions(ctx: Context) -> Iterator[Hit]:
 def claim_data_missing(ctx: Context) -> Iterator[Hit]:
     if ctx.case.provider is None:
         yield Hit(
-            "No provider: the facet procedures have no performer (or requester) and the encounter no service "
-            "provider; the Claim names the provider by display only.",
+            f"{_who(ctx.case.session.keys)}: no provider: the facet procedures have no performer (or requester) "
+            "and the encounter no service provider; the Claim names the provider by display only.",
             tuple(f"{p.path}.performer" for p in ctx.case.session.procedures),
         )
     if ctx.case.coverage is None:
-        yield Hit("No Coverage for the patient: the Claim names the insurance by display only.", ())
+        yield Hit(
+            f"{ctx.case.patient}: no Coverage for the patient; the Claim names the insurance by display only.", ()
+        )
 
 
 @rule("pos-defaulted")
@@ -240,6 +246,34 @@ def _session_categories(session_groups: list[Group]) -> set[tuple[Region, str]]:
     return found
 
 
+_REGION_WORDS: tuple[tuple[Region, re.Pattern[str]], ...] = (
+    ("cervical-thoracic", re.compile(r"\bcervical|\bthoracic", re.IGNORECASE)),
+    ("lumbar-sacral", re.compile(r"\blumbar|\bsacral|\blumbosacral", re.IGNORECASE)),
+)
+
+
+def _history_categories(ctx: Context, session: Session) -> set[tuple[Region, str]]:
+    """(region, category) pairs of an earlier session. A procedure that names no level still
+    counts: in the region its words name, else in every region of the session being checked
+    (history counts every other facet session, contract §2.4)."""
+    found = _session_categories(_history_groups(ctx, session))
+    current = {group.region for group in ctx.coding.groups}
+    for proc in session.procedures:
+        if proc.levels:
+            continue
+        text = " ".join(filter(None, [proc.text]))
+        named = {region for region, words in _REGION_WORDS if words.search(text)}
+        found |= {(region, proc.category) for region in (named or current)}
+    return found
+
+
+def _history_groups(ctx: Context, session: Session) -> list[Group]:
+    cached = ctx.memo.get(id(session))
+    if cached is None:
+        cached = ctx.memo[id(session)] = group_levels(session.procedures)
+    return cached
+
+
 @rule("frequency-limit")
 def frequency_limit(ctx: Context) -> Iterator[Hit]:
     dos = ctx.case.session.date
@@ -248,7 +282,7 @@ def frequency_limit(ctx: Context) -> Iterator[Hit]:
     for session in ctx.case.history:
         if not start <= session.date < dos:
             continue
-        for key in _session_categories(group_levels(session.procedures)):
+        for key in _history_categories(ctx, session):
             past.setdefault(key, []).append(session)
     for region, category in sorted(_session_categories(ctx.coding.groups)):
         earlier = past.get((region, category), [])
@@ -278,7 +312,7 @@ def _earlier_blocks(ctx: Context, group: Group, *, overlapping: bool) -> list[tu
         if session.date >= ctx.case.session.date:
             continue
         procs: list[FacetProcedure] = []
-        for past_group in group_levels(session.procedures):
+        for past_group in _history_groups(ctx, session):
             if past_group.region != group.region or past_group.family != "injection":
                 continue
             for proc in past_group.procedures:
@@ -360,28 +394,21 @@ def block_interval(ctx: Context) -> Iterator[Hit]:
 def pain_duration(ctx: Context) -> Iterator[Hit]:
     dos = ctx.case.session.date
     months = ctx.pack.limits.min_pain_months
-    reasons = [dx for dx in ctx.diagnoses.valid if dx.from_reason and dx.source_key]
-    covered = [
-        dx
-        for dx in ctx.diagnoses.valid
-        if dx.source_key and any(ctx.pack.covered_for(dx.code, g.region, g.family) for g in ctx.coding.groups)
-    ]
-    conditions = [dx for dx in ctx.diagnoses.valid if dx.source_key]
-    supporting = reasons or covered or conditions
-    onsets = [(dx.onset, dx) for dx in supporting if dx.onset is not None]
-    if not onsets:
+    onset = ctx.diagnoses.onset
+    if onset is None or onset.onset is None:
+        supporting = ctx.diagnoses.supporting
         yield Hit(
-            "No onset on record for the supporting diagnoses (onsetDateTime, onsetPeriod.start or recordedDate).",
-            tuple(dx.path for dx in supporting),
+            f"{_who(c.key for c in supporting) or 'No Condition'}: no onset on record for the supporting "
+            "conditions (onsetDateTime, onsetPeriod.start or recordedDate).",
+            (),
         )
         return
-    onset, dx = min(onsets, key=lambda pair: pair[0])
-    if add_months(onset, months) > dos:
+    if add_months(onset.onset, months) > dos:
         yield Hit(
-            f"{dx.owner}: pain began {onset.isoformat()} ({dx.code}), less than {months} months before the "
-            "date of service "
-            f"{dos.isoformat()}.",
-            tuple(filter(None, [dx.onset_path])),
+            f"{onset.key}: pain began {onset.onset.isoformat()}"
+            + (f" ({onset.code})" if onset.code else "")
+            + f", less than {months} months before the date of service {dos.isoformat()}.",
+            tuple(filter(None, [onset.onset_path])),
         )
 
 

@@ -25,7 +25,8 @@ _IA = re.compile(r"\bintra[\s-]?articular", re.IGNORECASE)
 # Words that deny the next few words: "no fluoroscopy", "not a radiofrequency candidate".
 _DENIALS = frozenset({"not", "no", "non", "without", "never", "nor", "denies", "declined"})
 # For technique words also what makes them hypothetical or past: "candidate for RF ablation if the
-# blocks succeed", "status post RFA" describe another procedure than the one recorded.
+# blocks succeed", "MBB prior to RF ablation" describe another procedure than the one recorded.
+# Time words alone ("following positive blocks, RF ablation") do not negate.
 _TECHNIQUE_NEGATORS = _DENIALS | frozenset(
     {
         "candidate",
@@ -52,18 +53,10 @@ _TECHNIQUE_NEGATORS = _DENIALS | frozenset(
         "towards",
         "defer",
         "deferred",
-        "post",
-        "previous",
-        "previously",
-        "history",
-        "hx",
-        "following",
-        "after",
-        "last",
-        "earlier",
     }
 )
 _WORD = re.compile(r"[a-z]+")
+_HISTORY_MARK = re.compile(r"\b(?:status\s+post|s/p)\s*$", re.IGNORECASE)
 _NEGATION_WINDOW = 4
 _CLAUSE_BREAK = re.compile(r"[.,;:()\[\]\n]")
 
@@ -96,6 +89,8 @@ def _negated(text: str, start: int, negators: frozenset[str]) -> bool:
     # The scope of a negation ends at punctuation: "not a RF candidate, intra-articular injection".
     clause = _CLAUSE_BREAK.split(text[:start])[-1]
     before = _WORD.findall(clause.lower())[-_NEGATION_WINDOW:]
+    if negators is _TECHNIQUE_NEGATORS and _HISTORY_MARK.search(clause[-20:]):
+        return True  # "status post RFA", "s/p RFA": an earlier procedure, not this one
     return any(word in negators for word in before)
 
 
@@ -131,19 +126,19 @@ def intent_of(text: object) -> Intent | None:
     return "diagnostic" if diagnostic else "therapeutic"
 
 
-def guidance_of(text: object, *, note: bool = False) -> Guidance | None:
+def guidance_of(text: object) -> Guidance | None:
     """The image guidance a text asserts; fluoroscopy or CT win over the others when several appear.
 
-    In a note, "MRI" and "computed tomography" usually report imaging findings ("MRI showed facet
-    arthropathy"), so there they count only with a guidance word in the same clause.
+    "MRI" and "computed tomography" usually report imaging findings ("MRI showed facet arthropathy",
+    "injection for arthropathy seen on MRI"), so they count only with a guidance word in the same
+    clause ("MRI-guided", "under MRI", "using computed tomography").
     """
     if not isinstance(text, str) or not text:
         return None
     found = [kind for kind, pattern in _GUIDANCE_WORDS if _asserted(pattern, text, _DENIALS)]
-    if note:
-        found = [
-            kind for kind in found if kind not in _FINDING_PRONE or _guided_clause(text, _GUIDANCE_WORDS_BY_KIND[kind])
-        ]
+    found = [
+        kind for kind in found if kind not in _FINDING_PRONE or _guided_clause(text, _GUIDANCE_WORDS_BY_KIND[kind])
+    ]
     for preferred in _GUIDANCE_PREFERENCE:
         if preferred in found:
             return preferred

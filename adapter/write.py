@@ -8,6 +8,7 @@ written resource with the fhir.resources R4B models.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,12 +17,13 @@ import orjson
 
 from .check import DiagnosisCheck
 from .code import Coding, coding_tables
-from .errors import NotFhirError
 from .fhirpath import CPT, ICD10CM, LOINC, POS_SYSTEM, reference_holders
 from .findings import Finding, holds_claim
 from .ingest import Res, ResourceIndex
 from .model import Case, ClaimLine, EvidenceItem, label_guidance
 from .packs import Pack, dx_regions
+
+log = logging.getLogger(__name__)
 
 # Names derived from this namespace are the adapter's stable identifiers: the same input always
 # gives the same Claim identifier and fullUrls, which makes write-back idempotent.
@@ -36,8 +38,6 @@ PAS = "http://hl7.org/fhir/us/davinci-pas/StructureDefinition"
 X12_1525 = "https://codesystem.x12.org/005010/1525"
 X12_1322 = "https://codesystem.x12.org/005010/1322"
 X12_1365 = "https://codesystem.x12.org/005010/1365"
-# orjson writes at most 255 levels; the Bundle wraps each resource in three more.
-MAX_WRITE_DEPTH = 250
 
 
 def claim_identifier(case: Case) -> str:
@@ -46,10 +46,16 @@ def claim_identifier(case: Case) -> str:
 
 
 class _Entries:
-    """The Bundle's resources: each once, with a stable fullUrl, references rewritten to them."""
+    """The Bundle's resources: each once, with a stable fullUrl, references rewritten to them.
 
-    def __init__(self, index: ResourceIndex) -> None:
+    The resources the Claim names were read (and checked as R4) by the reader. What they reference
+    in turn is added as far as the input has it, except what cannot be written as valid R4 (left
+    out, its reference kept as written) and other patients' data (never copied into a claim).
+    """
+
+    def __init__(self, index: ResourceIndex, patient: str) -> None:
         self.index = index
+        self.patient = patient
         self.order: list[Res] = []
         self.urls: dict[int, str] = {}
 
@@ -60,9 +66,22 @@ class _Entries:
                 self.urls[key] = res.full_url
             else:
                 self.urls[key] = f"urn:uuid:{uuid.uuid5(NAMESPACE, res.key)}"
-            self.index.validate_used(res)
             self.order.append(res)
         return self.urls[key]
+
+    def _includable(self, res: Res) -> bool:
+        if res.type == "Patient" and res.key != self.patient:
+            return False
+        for element in ("subject", "patient", "beneficiary"):
+            value = res.data.get(element)
+            if isinstance(value, dict) and "reference" in value:
+                owner = self.index.resolve(value, res)
+                if owner is not None and owner.type == "Patient" and owner.key != self.patient:
+                    return False
+        if not self.index.is_valid(res):
+            log.info("%s left out of the Bundle: not writable as valid R4", res.label())
+            return False
+        return True
 
     def reference(self, key: str | None, display: str) -> dict[str, Any]:
         res = self.index.get(key) if key else None
@@ -82,13 +101,10 @@ class _Entries:
             res = self.order[done]
             done += 1
             for target in _referenced(self.index, res):
-                self.url_of(target)
+                if id(target) not in self.urls and self._includable(target):
+                    self.url_of(target)
         entries = []
         for res in self.order:
-            if _depth(res.data) > MAX_WRITE_DEPTH:
-                raise NotFhirError(
-                    f"{res.label()} is nested more than {MAX_WRITE_DEPTH} levels deep; the Bundle cannot be written."
-                )
             copy = orjson.loads(orjson.dumps(res.data))
             if res.container is not None:
                 copy["id"] = _contained_id(res)
@@ -104,19 +120,6 @@ class _Entries:
                 holder["reference"] = self.urls[id(target)]
             elif target is not None and target.container is not None and target.container is not res:
                 holder["reference"] = self.url_of(target) if id(target) in self.urls else holder["reference"]
-
-
-def _depth(value: Any) -> int:
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(current, dict):
-            stack.extend((v, level + 1) for v in current.values() if isinstance(v, (dict, list)))
-        elif isinstance(current, list):
-            stack.extend((v, level + 1) for v in current if isinstance(v, (dict, list)))
-    return deepest
 
 
 def _contained_id(res: Res) -> str:
@@ -148,7 +151,7 @@ def write_bundle(
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
     created = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
-    entries = _Entries(index)
+    entries = _Entries(index, case.patient)
     identifier = claim_identifier(case)
     preauth = case.use == "preauthorization"
 
@@ -183,7 +186,7 @@ def write_bundle(
             }
         ]
 
-    supporting = _supporting_info(entries, index, case)
+    supporting = _supporting_info(entries, index, case, diagnoses)
     if supporting:
         claim["supportingInfo"] = supporting
 
@@ -324,7 +327,9 @@ def _pointers(line: ClaimLine, diagnoses: list[Any], pack: Pack) -> list[int]:
 # --------------------------------------------------------------------------- evidence
 
 
-def _supporting_info(entries: _Entries, index: ResourceIndex, case: Case) -> list[dict[str, Any]]:
+def _supporting_info(
+    entries: _Entries, index: ResourceIndex, case: Case, diagnoses: DiagnosisCheck
+) -> list[dict[str, Any]]:
     infos: list[dict[str, Any]] = []
 
     def add(
@@ -349,12 +354,12 @@ def _supporting_info(entries: _Entries, index: ResourceIndex, case: Case) -> lis
         info["valueReference"] = entries.res_reference(res)
         infos.append(info)
 
-    onset = _supporting_onset(case)
-    if onset is not None and onset.source_key and onset.onset is not None:
+    onset = diagnoses.onset
+    if onset is not None and onset.onset is not None:
         add(
             "onset",
-            f"Onset of {onset.code}",
-            index.get(onset.source_key) or _find(index, onset.source_key),
+            f"Onset of {onset.code or 'the condition treated'}",
+            index.get(onset.key),
             timing={"timingDate": onset.onset.isoformat()},
         )
     if case.evidence.pain_scores:
@@ -362,7 +367,7 @@ def _supporting_info(entries: _Entries, index: ResourceIndex, case: Case) -> lis
         add(
             "info",
             _score_text("Pain score (0-10)", latest),
-            _find(index, latest.source_key),
+            _resource(index, latest.source_key),
             code={"coding": [{"system": LOINC, "code": "72514-3"}]},
             timing=_date(latest),
         )
@@ -371,7 +376,7 @@ def _supporting_info(entries: _Entries, index: ResourceIndex, case: Case) -> lis
         add(
             "info",
             _score_text("Oswestry disability index", latest_disability),
-            _find(index, latest_disability.source_key),
+            _resource(index, latest_disability.source_key),
             code={"coding": [{"system": LOINC, "code": "97909-6"}]},
             timing=_date(latest_disability),
         )
@@ -382,7 +387,7 @@ def _supporting_info(entries: _Entries, index: ResourceIndex, case: Case) -> lis
         add(
             "info",
             f"Conservative care tried: {care.text}",
-            _find(index, care.source_key),
+            _resource(index, care.source_key),
             timing={"timingPeriod": period} if period else None,
         )
     for session in case.history:
@@ -398,7 +403,7 @@ def _supporting_info(entries: _Entries, index: ResourceIndex, case: Case) -> lis
                 add(
                     "info",
                     f"Relief after the {session.date.isoformat()} block: {relief.percent:.0f}%",
-                    _find(index, relief.source_keys[-1]),
+                    _resource(index, relief.source_keys[-1]),
                 )
     for proc in case.session.procedures:
         guidance = label_guidance(proc.guidance)
@@ -407,24 +412,8 @@ def _supporting_info(entries: _Entries, index: ResourceIndex, case: Case) -> lis
     return infos
 
 
-def _supporting_onset(case: Case) -> Any:
-    with_onset = [dx for dx in case.diagnoses if dx.onset is not None and dx.source_key]
-    reasons = [dx for dx in with_onset if dx.from_reason]
-    pool = reasons or with_onset
-    return min(pool, key=lambda dx: dx.onset or dt.date.max) if pool else None
-
-
-def _find(index: ResourceIndex, key: str | None) -> Res | None:
-    if not key:
-        return None
-    found = index.get(key)
-    if found is not None:
-        return found
-    if "#" in key:
-        parent_key, _, inner = key.partition("#")
-        parent = index.get(parent_key)
-        return parent.contained.get(inner) if parent is not None else None
-    return None
+def _resource(index: ResourceIndex, key: str | None) -> Res | None:
+    return index.get(key) if key else None
 
 
 def _score_text(name: str, item: EvidenceItem) -> str:
