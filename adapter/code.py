@@ -14,6 +14,7 @@ from typing import Any
 
 from .data import load_toml
 from .errors import RulePackError
+from .facets import code_tables
 from .model import ClaimLine, FacetProcedure, Family, Level, LineLevel, Session
 from .packs import Billing
 from .spine import Region, Side, spine, union_side
@@ -76,6 +77,15 @@ def coding_tables() -> CodingTables:
         raise RulePackError(f"cpt.toml is malformed: missing {exc}") from exc
 
 
+def leading_intent(intents: set[Intent | None]) -> Intent | None:
+    """Diagnostic when any of them is (KX, the diagnostic limits), else therapeutic, else unknown."""
+    if "diagnostic" in intents:
+        return "diagnostic"
+    if "therapeutic" in intents:
+        return "therapeutic"
+    return None
+
+
 @dataclass(slots=True)
 class GroupLevel:
     level: Level
@@ -88,12 +98,7 @@ class GroupLevel:
 
     @property
     def intent(self) -> Intent | None:
-        intents = {p.intent for p in self.procedures}
-        if "diagnostic" in intents:
-            return "diagnostic"
-        if "therapeutic" in intents:
-            return "therapeutic"
-        return None
+        return leading_intent({p.intent for p in self.procedures})
 
 
 @dataclass(slots=True)
@@ -263,10 +268,7 @@ def _lines(group: Group, assigned: list[Assigned], billing: Billing) -> list[Cla
 def _format(
     group: Group, code: str, levels: list[GroupLevel], side: Side | None, quantity: int, billing: Billing
 ) -> list[ClaimLine]:
-    intents = {entry.intent for entry in levels}
-    intent: Intent | None = (
-        "diagnostic" if "diagnostic" in intents else ("therapeutic" if "therapeutic" in intents else None)
-    )
+    intent = leading_intent({entry.intent for entry in levels})
     extra = (
         ["KX"] if billing.kx_on_diagnostic_injections and group.family == "injection" and intent == "diagnostic" else []
     )
@@ -339,6 +341,6 @@ def _counts_in(code: str, proc: FacetProcedure, group: Group, all_groups: list[G
     own_groups = [g for g in all_groups if proc in g.procedures]
     if len(own_groups) <= 1:
         return True
-    row = load_toml("cpt.toml")["codes"][code]
+    row = code_tables().facet_codes[code]
     matching = [g for g in own_groups if g.family == row["family"] and (g.region == row["region"] or g.thoraco_lumbar)]
     return group is (matching[0] if matching else own_groups[0])
