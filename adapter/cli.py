@@ -134,7 +134,7 @@ def claim(
     output: str | None,
 ) -> None:
     """Write the Claim Bundle (or PAS request Bundle) for the latest session in INPUT."""
-    from .report import claim_summary
+    from .writers.review import claim_summary
 
     result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
     payload = orjson.dumps(result.bundle, option=_DUMP)
@@ -149,7 +149,7 @@ def claim(
     else:
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
-    sys.stderr.write(claim_summary(result))
+    sys.stderr.write(claim_summary(result.decision))
     raise SystemExit(result.exit_code)
 
 
@@ -172,14 +172,14 @@ def check(
     output_format: str | None,
 ) -> None:
     """Print the findings for the latest session in INPUT."""
-    from .report import review_text
+    from .writers.review import review_text
 
     result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
     chosen = output_format or ("text" if sys.stdout.isatty() else "json")
     if chosen == "json":
         sys.stdout.buffer.write(orjson.dumps(result.outcome(), option=_DUMP))
     else:
-        sys.stdout.write(review_text(result))
+        sys.stdout.write(review_text(result.decision))
     sys.stdout.flush()
     raise SystemExit(result.exit_code)
 
@@ -189,9 +189,8 @@ def check(
 @click.option("--format", "output_format", type=click.Choice(["text", "markdown"]), default="text")
 def rules(payer: str | None, output_format: str) -> None:
     """List a rule pack's rules: id, version, severity, CARC and citation."""
-    from .docs import rules_markdown
+    from .docs import rules_markdown, rules_text
     from .packs import available_packs, load_pack
-    from .report import rules_text
 
     names = [payer.lower()] if payer else available_packs()
     packs = [load_pack(name) for name in names]

@@ -14,11 +14,10 @@ from typing import Any
 
 from .data import load_toml
 from .errors import RulePackError
-from .facets import code_tables
-from .model import ClaimLine, FacetProcedure, Family, Level, LineLevel, Session
+from .model import ClaimLine, FacetProcedure, Family, Intent, Level, LineLevel, Session
 from .packs import Billing
+from .read.facets import code_tables
 from .spine import Region, Side, spine, union_side
-from .wording import Intent
 
 _SIDE_MODIFIER = {"left": "LT", "right": "RT"}
 

@@ -1,6 +1,9 @@
-"""The rule reference in docs/rules.md, generated from the packs (a test fails when it is stale)."""
+"""The rule reference: `facet-adapter rules` as text, and docs/rules.md generated from the packs (a
+test fails when it is stale)."""
 
 from __future__ import annotations
+
+import textwrap
 
 from .packs import Pack
 
@@ -45,3 +48,14 @@ def rules_markdown(packs: list[Pack]) -> str:
             out.append(f"| `{rule_id}` | {spec.version} | {spec.severity} | {spec.carc or ''} | {citation} |")
         out.append("")
     return "\n".join(out)
+
+
+def rules_text(pack: Pack) -> str:
+    out = [f"{pack.name}@{pack.version}: {pack.title}", f"extends: {' -> '.join(pack.chain)}", ""]
+    out.append(f"{'Rule':<31} {'Ver':>3}  {'Severity':<11} {'CARC':<5} Citation")
+    for rule_id, spec in pack.rules.items():
+        citation = pack.citation(rule_id)
+        wrapped = textwrap.wrap(citation, 70) or [""]
+        out.append(f"{rule_id:<31} {spec.version:>3}  {spec.severity:<11} {spec.carc or '-':<5} {wrapped[0]}")
+        out.extend(" " * 55 + more for more in wrapped[1:])
+    return "\n".join(out) + "\n"

@@ -108,6 +108,14 @@ class RulePackError(InputError):
     http_status = 500
 
 
+class InternalError(AdapterError):
+    """A bug in the adapter: nothing is written."""
+
+
+class UndeclaredUseError(InternalError):
+    """A reader reached for a resource type or reference that `adapter.read.uses` does not declare."""
+
+
 class UpstreamError(AdapterError):
     """A FHIR server answered with an error, or could not be reached."""
 

@@ -25,13 +25,11 @@ from .fhirclient import (
     entry_results,
     outcome_errors,
 )
+from .read.uses import FACET_CODE_SYSTEMS, facet_code_tokens, facet_codes
 from .sync import (
-    FACET_CODE_SYSTEMS,
     SyncOutcome,
     as_transaction,
     combined_exit,
-    facet_code_tokens,
-    facet_codes,
     failed_outcome,
     prefixed_id,
     sync_patient,

@@ -8,7 +8,7 @@ each one remembers the FHIRPath it came from so findings can point back into the
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +238,27 @@ def parse_bytes(raw: bytes, *, name: str = "input", max_bytes: int = DEFAULT_MAX
         _collect(value, resources, line=line)
     _check_types(resources)
     return ResourceIndex(resources)
+
+
+def index_resources(resources: Iterable[Mapping[str, Any]], *, base_url: str | None = None) -> ResourceIndex:
+    """An index of resources already in memory (a FHIR server's search results), read as one
+    collection Bundle whose fullUrls are their server addresses (`{base_url}/Type/id`), so that
+    relative and absolute references between them resolve. Resources without an id have no
+    server address and are passed over. Nothing is serialised."""
+    base = base_url.rstrip("/") if base_url else None
+    entries: list[dict[str, Any]] = []
+    for resource in resources:
+        type_, id_ = resource.get("resourceType"), resource.get("id")
+        if not isinstance(id_, str):
+            continue
+        entry: dict[str, Any] = {"resource": resource}
+        if base is not None and isinstance(type_, str):
+            entry = {"fullUrl": f"{base}/{type_}/{id_}", **entry}
+        entries.append(entry)
+    collected: list[Res] = []
+    _collect({"resourceType": "Bundle", "type": "collection", "entry": entries}, collected, line=None)
+    _check_types(collected)
+    return ResourceIndex(collected)
 
 
 def _parse_ndjson(raw: bytes, name: str, whole_error: orjson.JSONDecodeError | None) -> list[tuple[Any, int | None]]:

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .spine import Region, Side
-from .wording import Guidance, Intent, Technique
 
+Technique = Literal["intra-articular", "medial-branch-block", "radiofrequency-ablation"]
+Intent = Literal["diagnostic", "therapeutic"]
+Guidance = Literal["fluoroscopy", "ct", "ultrasound", "mri", "none"]
 Family = Literal["injection", "ablation"]
 LevelSource = Literal["bodySite", "bodyStructure", "nerve", "text", "cpt"]
 GuidanceValue = Literal["fluoroscopy", "ct", "fluoroscopy-or-ct", "ultrasound", "mri", "none", "unknown"]
@@ -193,6 +195,68 @@ class ClaimLine:
         return f"{names} facet joint(s), {side}"
 
 
+@dataclass(frozen=True, slots=True)
+class SessionRef:
+    """One facet session of an input: what `list_sessions` lists and `code_session` codes."""
+
+    patient: str
+    date: dt.date
+    use: Use
+    procedures: tuple[str, ...]  # keys of the session's facet Procedures / ServiceRequests, sorted
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    lines: tuple[str, ...] = ()
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A person or organization the record names for the claim, with what billing formats ask of
+    it. `key` is the resource key in the input (or the reference as written when the resource is
+    not in the input); every other field is None when the record does not say."""
+
+    key: str | None
+    resource_type: str | None = None
+    name: str | None = None  # an organization's or location's name
+    family: str | None = None  # a person's
+    given: tuple[str, ...] = ()
+    npi: str | None = None
+    npi_path: str | None = None
+    tax_id: str | None = None
+    identifiers: tuple[tuple[str, str], ...] = ()  # (system, value) as written
+    address: Address | None = None
+    birth_date: dt.date | None = None
+    gender: str | None = None
+
+    @property
+    def display(self) -> str:
+        if self.name:
+            return self.name
+        person = " ".join([*self.given, self.family or ""]).strip()
+        return person or (self.key or "not on record")
+
+
+@dataclass(frozen=True, slots=True)
+class Parties:
+    """Who the claim is about, for and from (docs/output.md, parties)."""
+
+    patient: Party
+    subscriber: Party | None = None
+    relationship: str | None = None  # Coverage.relationship code: self, spouse, child, ...
+    member_id: str | None = None
+    group_number: str | None = None
+    payer: Party | None = None  # the insurer: the Coverage's payor Organization
+    provider: Party | None = None  # the Claim's provider (performer, requester or service provider)
+    billing: Party | None = None  # the billing organization where the record names one, else the provider
+    rendering: Party | None = None  # the practitioner who performed it
+    facility: Party | None = None  # the session's Location
+
+
 @dataclass(slots=True)
 class Case:
     """Everything read from one input for the latest session of one patient."""
@@ -216,6 +280,12 @@ class Case:
     radiculopathy: list[Diagnosis]
     undated: list[FacetProcedure] = field(default_factory=list)  # the patient's, left out of history
     conditions: list[ConditionOnset] = field(default_factory=list)
+    parties: Parties | None = None
+    location: str | None = None  # the session's Location key
+
+    @property
+    def ref(self) -> SessionRef:
+        return SessionRef(self.patient, self.session.date, self.use, tuple(self.session.keys))
 
 
 def label_guidance(value: GuidanceValue | Guidance) -> str:

@@ -1,7 +1,12 @@
-"""The one library call behind every shell: bytes in → read → code → check → (write).
+"""The library calls behind every shell: bytes or resources in → read → code → check → decide.
 
-The command line, the web service and the bulk runner all call `process`; they differ only in
-how they get the bytes and where the result goes.
+The command line, `sync`, the web service and the bulk runner all call these; they differ only
+in how they get the input and where the result goes:
+
+- `process(raw, options)` / `process_index(index, options)`: the session `options` ask for (the
+  focus procedure's, else the latest);
+- `list_sessions(index, use)` and `code_session(index, ref, options)`: every session of every
+  patient, each coded with the patient's history before it — linear in the input.
 """
 
 from __future__ import annotations
@@ -13,14 +18,20 @@ from functools import cached_property
 from typing import Any
 
 from .check import DiagnosisCheck, ProfileSource, check_case
-from .code import Coding, code_session
-from .findings import Finding, holds_claim
+from .code import Coding
+from .code import code_session as code_lines
+from .decision import ClaimDecision, decide
+from .errors import UsageError
+from .findings import Finding
 from .ingest import DEFAULT_MAX_INPUT_BYTES, ResourceIndex, parse_bytes
-from .model import Case, Use
-from .outcome import findings_outcome
+from .model import Case, SessionRef, Use
 from .packs import Pack, load_pack
-from .read import ReadOptions, read_case, validate_pos
-from .write import write_bundle
+from .read.catalog import choose_session
+from .read.catalog import list_sessions as catalog_sessions
+from .read.places import validate_pos
+from .read.session import ReadOptions, read_session
+from .writers.fhir_claim import claim_bundle
+from .writers.outcome import decision_outcome
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +54,27 @@ class Result:
     coding: Coding
     pack: Pack
     profile_source: ProfileSource
-    findings: list[Finding]
     diagnoses: DiagnosisCheck
-    now: dt.datetime | None
+    decision: ClaimDecision
+
+    @property
+    def findings(self) -> list[Finding]:
+        return list(self.decision.findings)
 
     @property
     def held(self) -> bool:
-        return holds_claim(self.findings)
+        return self.decision.held
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.held else 0
+        return self.decision.exit_code
 
     @cached_property
     def bundle(self) -> dict[str, Any]:
-        return write_bundle(self.index, self.case, self.coding, self.findings, self.diagnoses, self.pack, now=self.now)
+        return claim_bundle(self.decision, self.index)
 
     def outcome(self) -> dict[str, Any]:
-        return findings_outcome(self.findings, subject=self.case.session.procedures[0].key)
+        return decision_outcome(self.decision)
 
 
 def validate_options(options: Options) -> None:
@@ -70,8 +84,6 @@ def validate_options(options: Options) -> None:
     if options.payer is not None:
         load_pack(options.payer)
     if options.use not in ("claim", "preauthorization"):
-        from .errors import UsageError
-
         raise UsageError(f"--use must be claim or preauthorization, not {options.use!r}.")
 
 
@@ -83,11 +95,20 @@ def process(raw: bytes, options: Options, *, name: str = "input") -> Result:
 
 def process_index(index: ResourceIndex, options: Options) -> Result:
     validate_options(options)
-    case = read_case(
-        index, ReadOptions(use=options.use, pos=options.pos, prior_auth=options.prior_auth, focus=options.focus)
-    )
+    return code_session(index, choose_session(index, options.use, options.focus), options)
+
+
+def list_sessions(index: ResourceIndex, use: Use = "claim") -> list[SessionRef]:
+    """Every facet session of every patient in the input (patient, date of service, procedure
+    keys), sorted by patient then date."""
+    return catalog_sessions(index, use)
+
+
+def code_session(index: ResourceIndex, ref: SessionRef, options: Options) -> Result:
+    """Read, code, check and decide one session of the input."""
+    case = read_session(index, ref, ReadOptions(use=ref.use, pos=options.pos, prior_auth=options.prior_auth))
     pack, source = choose_pack(options.payer, case)
-    coding = code_session(case.session, pack.billing)
+    coding = code_lines(case.session, pack.billing)
     findings, diagnoses = check_case(case, coding, pack, source)
     # Resource ids and rule ids only: a date of service is patient data.
     log.info(
@@ -97,11 +118,12 @@ def process_index(index: ResourceIndex, options: Options) -> Result:
         len(findings),
         ", ".join(sorted({f.rule_id for f in findings})) or "none",
     )
-    return Result(index, case, coding, pack, source, findings, diagnoses, options.now)
+    decision = decide(case, coding, findings, diagnoses, pack, now=options.now)
+    return Result(index, case, coding, pack, source, diagnoses, decision)
 
 
 def choose_pack(payer: str | None, case: Case) -> tuple[Pack, ProfileSource]:
-    """--payer; else a Coverage payor naming Medicare; else the commercial profile (contract §4.1)."""
+    """--payer; else a Coverage payor naming Medicare; else the commercial profile."""
     if payer is not None:
         return load_pack(payer), "option"
     if any("medicare" in name.lower() for name in case.payer_names):

@@ -50,13 +50,10 @@ from typing import Any
 
 import orjson
 
+from .decision import NAMESPACE
 from .errors import AdapterError, InputError, NoFacetProcedureError, UsageError
 from .fhirclient import FhirClient, FhirConflict, FhirNotFound, FhirRequestRejected, entry_results, parse_location
 from .fhirpath import (
-    CPT,
-    HCPCS,
-    HCPCS_HTTPS,
-    LOINC,
     add_months,
     parse_date,
     period_start_end,
@@ -64,35 +61,23 @@ from .fhirpath import (
     reference_of,
 )
 from .findings import Finding
-from .outcome import RULE_SYSTEM
-from .pipeline import Options, Result, process
-from .write import IDENTIFIER_SYSTEM, NAMESPACE, PACK_TAG_SYSTEM, claim_identifier
+from .ingest import ResourceIndex, index_resources
+from .pipeline import Options, Result, process_index
+from .read.access import values_at
+from .read.uses import FOLLOWED, HISTORY_MONTHS, PATIENT_TYPES, REVERSE, code_tokens, facet_code_tokens
+from .writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM, server_claim
+from .writers.outcome import RULE_SYSTEM
 
 log = logging.getLogger(__name__)
 
-FACET_CODE_SYSTEMS = (CPT, HCPCS, HCPCS_HTTPS)
 TASK_CODE_SYSTEM = "urn:facet-adapter:task"
 TASK_CODE = "review-held-claim"
-HISTORY_MONTHS = 24
-PAIN_LOINC = "72514-3"
-DISABILITY_LOINC = "97909-6"
 OPEN_TASK_STATUSES = frozenset({"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"})
 LEFT_ALONE_CLAIM_STATUSES = frozenset({"cancelled", "entered-in-error"})
 MAX_WRITE_ATTEMPTS = 3
 RESOLVED = "resolved"  # Task.businessStatus.text when a sync closed the Task
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # R4 id datatype
 _CHUNK = 20  # references per `Observation?part-of=a,b,...` fallback search
-
-
-def facet_codes() -> list[str]:
-    from .facets import code_tables
-
-    return sorted(code_tables().facet_codes)
-
-
-def facet_code_tokens(systems: Sequence[str] = FACET_CODE_SYSTEMS) -> str:
-    """`system|code,...` for every facet code: a token search OR-list (CPT and HCPCS systems)."""
-    return ",".join(f"{system}|{code}" for system in systems for code in facet_codes())
 
 
 # --------------------------------------------------------------------------- result
@@ -238,34 +223,33 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
         wanted = [i for i in includes if client.supports_include(resource_type, i)]
         found.extend(client.search(resource_type, [*params, *(("_include", i) for i in wanted), ("_count", "100")]))
 
-    # `subject=Patient/x`, not `patient=x`: the same on HAPI, but the `patient` parameters are
-    # defined with resolve() and cost the test server a FHIRPath evaluation per resource.
-    by_patient = ("subject", f"Patient/{pid}")
-    procedure_params = [by_patient] + ([("date", f"ge{since.isoformat()}")] if since else [])
-    revincludes = [
-        i for i in ("Observation:part-of", "Observation:focus") if client.supports_include("Procedure", i, reverse=True)
-    ]
-    search(
-        "Procedure",
-        procedure_params + [("_revinclude", i) for i in revincludes],
-        ("Procedure:performer", "Procedure:encounter"),
-    )
-    search(
-        "ServiceRequest",
-        [by_patient, ("code", facet_code_tokens())],
-        ("ServiceRequest:performer", "ServiceRequest:requester"),
-    )
-    search("Condition", [by_patient])
-    search("Observation", [by_patient, ("code", f"{LOINC}|{PAIN_LOINC},{LOINC}|{DISABILITY_LOINC}")])
-    search("Coverage", [("beneficiary", f"Patient/{pid}")], ("Coverage:payor",))
-    if dos is not None:
-        # ge + le on a period means "overlaps the day": the Encounter whose period covers it.
-        encounter_params = [by_patient, ("date", f"ge{dos.isoformat()}"), ("date", f"le{dos.isoformat()}")]
-        search("Encounter", encounter_params, ("Encounter:location", "Encounter:service-provider"))
-    search("MedicationStatement", [by_patient], ("MedicationStatement:medication",))
-    search("MedicationRequest", [by_patient], ("MedicationRequest:medication",))
-    search("ClaimResponse", [("patient", f"Patient/{pid}"), ("use", "preauthorization")])
-    if len(revincludes) < 2:
+    # Every search comes from the reader's declaration (adapter.read.uses), so what the reader
+    # uses and what a sync brings from the server cannot drift apart.
+    revincludes: list[str] = []
+    for wanted_type in PATIENT_TYPES:
+        # `subject=Patient/x`, not `patient=x`: the same on HAPI, but the `patient` parameters are
+        # defined with resolve() and cost the test server a FHIRPath evaluation per resource.
+        params = [(wanted_type.search_param, f"Patient/{pid}")]
+        if wanted_type.window == "history" and since is not None:
+            params.append(("date", f"ge{since.isoformat()}"))
+        if wanted_type.window == "day":
+            if dos is None:
+                continue
+            # ge + le on a period means "overlaps the day": the Encounter whose period covers it.
+            params += [("date", f"ge{dos.isoformat()}"), ("date", f"le{dos.isoformat()}")]
+        if wanted_type.codes is not None:
+            params.append(("code", code_tokens(wanted_type.codes)))
+        params += list(wanted_type.fixed_params)
+        reverse = [
+            r.revinclude
+            for r in REVERSE
+            if r.target == wanted_type.type and client.supports_include(r.target, r.revinclude, reverse=True)
+        ]
+        if wanted_type.type == "Procedure":
+            revincludes = reverse
+        includes = [f.include for f in FOLLOWED if f.source == wanted_type.type and f.include]
+        search(wanted_type.type, params + [("_revinclude", i) for i in reverse], includes)
+    if len(revincludes) < len([r for r in REVERSE if r.target == "Procedure"]):
         _observations_about(client, found)
     _read_missing(client, found)
     log.info("gathered %d resource(s) for %s", len(found.items), key)
@@ -287,37 +271,22 @@ def _observations_about(client: FhirClient, found: _Found) -> None:
 
 
 # Which references of which resources the reader follows, so they must be on hand.
-_FOLLOWED: dict[str, tuple[tuple[str, ...], ...]] = {
-    "Procedure": (
-        ("performer", "actor"),
-        ("encounter",),
-        ("partOf",),
-        ("reasonReference",),
-        ("extension", "valueReference"),  # procedure-targetBodyStructure: levels and sides
-    ),
-    "ServiceRequest": (
-        ("performer",),
-        ("requester",),
-        ("encounter",),
-        ("reasonReference",),
-        ("extension", "valueReference"),
-    ),
-    "Encounter": (("location", "location"), ("serviceProvider",), ("diagnosis", "condition")),
-    "Coverage": (("payor",),),
-    "MedicationStatement": (("medicationReference",),),
-    "MedicationRequest": (("medicationReference",),),
-}
+_FOLLOWED: dict[str, tuple[tuple[str, ...], ...]] = {}
+for _follow in FOLLOWED:
+    _FOLLOWED[_follow.source] = (*_FOLLOWED.get(_follow.source, ()), _follow.path)
+# Procedure → PractitionerRole → Practitioner, Procedure → Encounter → Location → Organization.
+_FOLLOW_HOPS = 3
 
 
 def _read_missing(client: FhirClient, found: _Found) -> None:
-    """Read referenced resources the searches did not return (two hops: Procedure → Encounter →
-    Location). Missing targets are left out; the reader treats them as not on record."""
+    """Read referenced resources the searches did not return (up to three hops: Procedure → Encounter →
+    Location → Organization). Missing targets are left out; the reader treats them as not on record."""
     tried: set[str] = set()
-    for _ in range(2):
+    for _ in range(_FOLLOW_HOPS):
         wanted: list[str] = []
         for resource in list(found.items.values()):
             for path in _FOLLOWED.get(str(resource.get("resourceType")), ()):
-                for value in _values_at(resource, path):
+                for value in values_at(resource, path):
                     reference = reference_of(value)
                     if not reference or reference.startswith(("#", "urn:")):
                         continue
@@ -337,18 +306,6 @@ def _read_missing(client: FhirClient, found: _Found) -> None:
                 log.info("%s is referenced but not on the server", reference)
 
 
-def _values_at(resource: Mapping[str, Any], path: Sequence[str]) -> Iterator[Any]:
-    values: list[Any] = [resource]
-    for name in path:
-        nxt: list[Any] = []
-        for value in values:
-            if isinstance(value, Mapping):
-                item = value.get(name)
-                nxt.extend(item if isinstance(item, list) else [item] if item is not None else [])
-        values = nxt
-    yield from values
-
-
 def _date_of(resource: Mapping[str, Any]) -> dt.date | None:
     if resource.get("resourceType") == "ServiceRequest":
         start = period_start_end(resource, "occurrence")[0] or resource.get("authoredOn")
@@ -357,15 +314,10 @@ def _date_of(resource: Mapping[str, Any]) -> dt.date | None:
     return parse_date(start)
 
 
-def input_bundle(client: FhirClient, resources: Sequence[Mapping[str, Any]]) -> bytes:
-    """A collection Bundle whose fullUrls are the resources' server addresses, so relative and
+def server_index(client: FhirClient, resources: Sequence[Mapping[str, Any]]) -> ResourceIndex:
+    """The gathered resources as the pipeline's index, each at its server address so relative and
     absolute references between them resolve."""
-    entries = [
-        {"fullUrl": f"{client.base_url}/{r['resourceType']}/{r['id']}", "resource": r}
-        for r in resources
-        if isinstance(r.get("id"), str)
-    ]
-    return orjson.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries})
+    return index_resources(resources, base_url=client.base_url)
 
 
 # --------------------------------------------------------------------------- sync
@@ -385,16 +337,16 @@ def sync_procedure(
     failures."""
     key = focus_key(procedure_id, options.use)
     resources = gather(client, key, use=options.use)
-    raw = input_bundle(client, resources)
+    index = server_index(client, resources)
     try:
-        result = process(raw, dataclasses.replace(options, focus=key), name="server record")
+        result = process_index(index, dataclasses.replace(options, focus=key))
     except NoFacetProcedureError:
         # The procedure left its session (entered-in-error, not-done, recoded...): code what is left
         # of the session, which also retires the Claim that still bills it; with nothing left,
         # retire that Claim here.
         for sibling in _session_siblings(resources, key, options.use):
             try:
-                result = process(raw, dataclasses.replace(options, focus=sibling), name="server record")
+                result = process_index(index, dataclasses.replace(options, focus=sibling))
             except NoFacetProcedureError:
                 continue
             return write_back(client, result, sibling, dry_run=dry_run, now=now)
@@ -450,11 +402,7 @@ def sync_patient(
     if not candidates:
         raise NoFacetProcedureError(f"Patient/{pid} has no {type_} on the FHIR server.")
     # The library decides what the latest billable facet session is (codes, words, status, date).
-    latest = process(
-        input_bundle(client, [patient, *candidates]),
-        dataclasses.replace(options, focus=None),
-        name="server record",
-    )
+    latest = process_index(server_index(client, [patient, *candidates]), dataclasses.replace(options, focus=None))
     return sync_procedure(client, latest.case.session.keys[0], options, dry_run=dry_run, now=now)
 
 
@@ -520,62 +468,6 @@ def combined_exit(outcomes: Sequence[SyncOutcome]) -> int:
 
 
 # --------------------------------------------------------------------------- write-back
-
-
-def server_claim(client: FhirClient, result: Result) -> dict[str, Any]:
-    """The Claim of `result.bundle` as it goes to the server: no id, references relative."""
-    bundle = result.bundle
-    claim: dict[str, Any] = copy.deepcopy(bundle["entry"][0]["resource"])
-    claim.pop("id", None)
-    by_url = {e["fullUrl"]: e["resource"] for e in bundle["entry"][1:] if isinstance(e.get("fullUrl"), str)}
-    containers = _lifted_containers(result)
-    contained: dict[str, dict[str, Any]] = {}
-    for holder in reference_holders(claim):
-        reference = holder["reference"]
-        if reference.startswith(client.base_url + "/"):
-            holder["reference"] = client.relative(reference)
-        elif reference in containers and reference in by_url:
-            inner = copy.deepcopy(by_url[reference])
-            container_ref = containers[reference]
-            for inner_holder in reference_holders(inner):
-                target = inner_holder["reference"]
-                # "#x" meant the original container (or a sibling inside it): that is the container.
-                inner_holder["reference"] = container_ref if target.startswith("#") else client.relative(target)
-            contained.setdefault(inner["id"], inner)
-            holder["reference"] = f"#{inner['id']}"
-        elif reference.startswith("urn:"):
-            # Nothing on the server answers to it; keep the element valid with a display.
-            del holder["reference"]
-            holder.setdefault("display", "not on the FHIR server")
-    if contained:
-        ordered: dict[str, Any] = {}
-        for name, value in claim.items():
-            ordered[name] = value
-            if name == "meta":
-                ordered["contained"] = list(contained.values())
-        claim = ordered if "contained" in ordered else {**claim, "contained": list(contained.values())}
-    return claim
-
-
-def _lifted_containers(result: Result) -> dict[str, str]:
-    """urn:uuid fullUrl the writer gave a contained resource → its container's `Type/id`."""
-    out: dict[str, str] = {}
-    for res in result.index.resources:
-        for inner in res.contained.values():
-            out[f"urn:uuid:{uuid.uuid5(NAMESPACE, inner.key)}"] = res.key
-    return out
-
-
-def claim_lines(claim: Mapping[str, Any]) -> list[str]:
-    """`64493-50-KX` for each Claim item."""
-    lines = []
-    for item in claim.get("item") or []:
-        codes = [c.get("code") for c in item.get("productOrService", {}).get("coding", [])[:1]]
-        modifiers = [c.get("code") for m in item.get("modifier") or [] for c in m.get("coding", [])[:1]]
-        quantity = item.get("quantity", {}).get("value", 1)
-        text = "-".join(str(x) for x in [*codes, *modifiers] if x)
-        lines.append(text if quantity == 1 else f"{text} x{quantity}")
-    return lines
 
 
 def task_identifier(claim_ident: str) -> str:
@@ -648,19 +540,20 @@ def write_back(
 ) -> SyncOutcome:
     """Write `result`'s Claim (and Task) to the server idempotently; see the module docstring."""
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
-    ident = claim_identifier(result.case)
-    claim = server_claim(client, result)
+    decision = result.decision
+    ident = decision.identifier
+    claim = server_claim(decision, result.index, client.base_url)
     outcome = SyncOutcome(
         procedure=procedure,
         dry_run=dry_run,
         exit_code=result.exit_code,
         findings=list(result.findings),
-        patient=result.case.patient,
-        date=result.case.session.date.isoformat(),
-        session=list(result.case.session.keys),
+        patient=decision.patient,
+        date=decision.date.isoformat(),
+        session=list(decision.procedures),
         claim_identifier=ident,
-        claim_status=str(claim.get("status")),
-        lines=claim_lines(claim),
+        claim_status=decision.claim_status,
+        lines=decision.line_texts,
         claim=claim,
         outcome=result.outcome(),
     )

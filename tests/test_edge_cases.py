@@ -10,9 +10,9 @@ import pytest
 from builders import ICD, SCT, CaseBuilder, lines, rule_ids
 from conftest import run_cli
 
-from adapter.levels import read_text
 from adapter.pipeline import Options, process
-from adapter.wording import guidance_of, technique_of
+from adapter.read.levels import read_text
+from adapter.read.wording import guidance_of, technique_of
 
 KX50 = frozenset({"50", "KX"})
 

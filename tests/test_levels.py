@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter.levels import read_text
+from adapter.read.levels import read_text
 from adapter.spine import VERTEBRAE, joint_between, spine
 
 JOINTS = spine().joints

@@ -26,10 +26,11 @@ from typing import Any
 import pytest
 import requests
 from conftest import REPO, run_cli
+from fhirclaims import claim_lines
 from fhirserver import FhirTestServer
 
 from adapter.service.queue import Job, JobQueue
-from adapter.sync import as_transaction, claim_lines
+from adapter.sync import as_transaction
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -17,14 +17,15 @@ from typing import Any
 import orjson
 import pytest
 from conftest import REPO, run_cli
+from fhirclaims import claim_lines
 from fhirserver import FhirTestServer
 
+from adapter.decision import NAMESPACE
 from adapter.errors import InputError, NoFacetProcedureError
 from adapter.fhirclient import FhirClient, FhirConflict, outcome_errors
 from adapter.pipeline import Options, process
 from adapter.sync import (
     as_transaction,
-    claim_lines,
     gather,
     load_file,
     prefixed_id,
@@ -33,7 +34,7 @@ from adapter.sync import (
     sync_since,
     transaction_chunks,
 )
-from adapter.write import IDENTIFIER_SYSTEM, NAMESPACE
+from adapter.writers.fhir_claim import IDENTIFIER_SYSTEM
 
 pytestmark = pytest.mark.server
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Literal
 
-from .spine import NERVES, VERTEBRAE, Side, joint_between, spine, union_side
+from ..spine import NERVES, VERTEBRAE, Side, joint_between, spine, union_side
 
 LevelKind = Literal["joint", "nerve"]
 

@@ -1,13 +1,19 @@
-"""Findings → a FHIR R4 OperationOutcome (contract §5.3)."""
+"""Findings → a FHIR R4 OperationOutcome (docs/output.md, findings)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .findings import Finding
+from ..decision import ClaimDecision
+from ..findings import Finding
 
 RULE_SYSTEM = "urn:facet-adapter:rule"
 CARC_SYSTEM = "https://x12.org/codes/claim-adjustment-reason-codes"
+
+
+def decision_outcome(decision: ClaimDecision) -> dict[str, Any]:
+    """The claim decision's findings, about the session's first facet procedure."""
+    return findings_outcome(list(decision.findings), subject=decision.procedures[0] if decision.procedures else None)
 
 
 def findings_outcome(findings: list[Finding], *, subject: str | None = None) -> dict[str, Any]:

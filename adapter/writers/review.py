@@ -1,33 +1,34 @@
-"""Human-readable text: the coder's pre-claim review table and the short `claim` summary."""
+"""Human-readable text from the claim decision: the coder's pre-claim review table and the short
+`claim` summary."""
 
 from __future__ import annotations
 
 import textwrap
 
-from .findings import Finding
-from .packs import Pack
-from .pipeline import Result
+from ..decision import ClaimDecision
+from ..findings import Finding
 
 _WIDTH = 100
 
 
-def review_text(result: Result) -> str:
-    case, pack = result.case, result.pack
+def review_text(decision: ClaimDecision) -> str:
     out: list[str] = []
-    out.append(f"facet-adapter pre-claim review · profile {pack.name}@{pack.version} ({pack.title})")
+    out.append(
+        f"facet-adapter pre-claim review · profile {decision.pack}@{decision.pack_version} ({decision.pack_title})"
+    )
     pos_from = {"option": "from --pos", "location": "from the encounter's location", "default": "defaulted"}
     out.append(
-        f"Session {case.session.date.isoformat()} · {case.patient} · use {case.use} · place of service "
-        f"{case.place_of_service} ({pos_from[case.place_of_service_source]})"
+        f"Session {decision.date.isoformat()} · {decision.patient} · use {decision.use} · place of service "
+        f"{decision.place_of_service} ({pos_from[decision.place_of_service_source]})"
     )
-    out.append("Procedures: " + ", ".join(case.session.keys))
+    out.append("Procedures: " + ", ".join(decision.procedures))
     out.append("")
     out.append("Lines")
-    if not result.coding.lines:
+    if not decision.lines:
         out.append("  (none)")
     else:
         out.append(f"  {'#':>2}  {'Code':<6} {'Modifiers':<10} {'Qty':>3}  {'Levels':<28} Why")
-        for number, line in enumerate(result.coding.lines, start=1):
+        for number, line in ((decided.sequence, decided.line) for decided in decision.lines):
             levels = ", ".join(level.level.label for level in line.levels)
             side = line.side or "side unknown"
             why = line.rationale.split(" (group")[0].split(": ", 1)[-1]
@@ -36,18 +37,17 @@ def review_text(result: Result) -> str:
                 f"{(levels + ' ' + side)[:28]:<28} {why}"
             )
     out.append("")
-    written = result.diagnoses.valid[: pack.diagnoses.max_on_claim]
-    out.append("Diagnoses on the claim: " + (", ".join(dx.code for dx in written) or "none"))
+    out.append("Diagnoses on the claim: " + (", ".join(dx.code for dx in decision.diagnoses) or "none"))
     out.append("")
-    errors = sum(1 for f in result.findings if f.severity == "error")
-    out.append(f"Findings ({len(result.findings)})")
-    if not result.findings:
+    errors = sum(1 for f in decision.findings if f.severity == "error")
+    out.append(f"Findings ({len(decision.findings)})")
+    if not decision.findings:
         out.append("  none")
-    for finding in result.findings:
+    for finding in decision.findings:
         out.extend(_finding_block(finding))
     out.append("")
     verdict = f"HOLD: {errors} error finding(s) must be resolved" if errors else "READY: no error findings"
-    out.append(f"Result: {verdict} (exit {result.exit_code})")
+    out.append(f"Result: {verdict} (exit {decision.exit_code})")
     return "\n".join(out) + "\n"
 
 
@@ -67,31 +67,20 @@ def _finding_block(finding: Finding) -> list[str]:
     return lines
 
 
-def claim_summary(result: Result) -> str:
+def claim_summary(decision: ClaimDecision) -> str:
     lines = (
         ", ".join(
-            f"{line.code}{''.join('-' + m for m in line.modifiers)} x{line.quantity}" for line in result.coding.lines
+            f"{d.line.code}{''.join('-' + m for m in d.line.modifiers)} x{d.line.quantity}" for d in decision.lines
         )
         or "no lines"
     )
     counts: dict[str, int] = {}
-    for finding in result.findings:
+    for finding in decision.findings:
         counts[finding.severity] = counts.get(finding.severity, 0) + 1
-    status = "draft (held)" if result.held and result.case.use == "claim" else "active"
-    if result.held and result.case.use == "preauthorization":
+    status = "draft (held)" if decision.held and decision.use == "claim" else "active"
+    if decision.held and decision.use == "preauthorization":
         status = "active (request held: error findings)"
     parts = [f"{counts.get(s, 0)} {s}" for s in ("error", "warning", "information") if counts.get(s)]
     summary = f"Claim {status}: {lines}. Findings: {', '.join(parts) or 'none'}."
-    held = [f"  {f.severity}: {f.rule_id}: {f.message}" for f in result.findings if f.severity != "information"]
+    held = [f"  {f.severity}: {f.rule_id}: {f.message}" for f in decision.findings if f.severity != "information"]
     return "\n".join([summary, *held]) + "\n"
-
-
-def rules_text(pack: Pack) -> str:
-    out = [f"{pack.name}@{pack.version}: {pack.title}", f"extends: {' -> '.join(pack.chain)}", ""]
-    out.append(f"{'Rule':<31} {'Ver':>3}  {'Severity':<11} {'CARC':<5} Citation")
-    for rule_id, spec in pack.rules.items():
-        citation = pack.citation(rule_id)
-        wrapped = textwrap.wrap(citation, 70) or [""]
-        out.append(f"{rule_id:<31} {spec.version:>3}  {spec.severity:<11} {spec.carc or '-':<5} {wrapped[0]}")
-        out.extend(" " * 55 + more for more in wrapped[1:])
-    return "\n".join(out) + "\n"

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from .data import load_toml
-from .fhirpath import CPT_LIKE_SYSTEMS, SNOMED, codings, concept_words, note_texts
-from .ingest import Res
+from ..data import load_toml
+from ..fhirpath import CPT_LIKE_SYSTEMS, SNOMED, codings, concept_words, note_texts
+from ..ingest import Res
 from .wording import says_facet
 
 

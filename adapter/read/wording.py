@@ -7,11 +7,8 @@ field is silent (or says both things), so the caller moves on to the next source
 from __future__ import annotations
 
 import re
-from typing import Literal
 
-Technique = Literal["intra-articular", "medial-branch-block", "radiofrequency-ablation"]
-Intent = Literal["diagnostic", "therapeutic"]
-Guidance = Literal["fluoroscopy", "ct", "ultrasound", "mri", "none"]
+from ..model import Guidance, Intent, Technique
 
 _FACET = re.compile(r"\bfacet|zygapophys[ei]al|\bmedial[\s-]+branch", re.IGNORECASE)
 _RFA = re.compile(

@@ -1,0 +1,173 @@
+"""The patient's record around a session: diagnoses in claim order, the Conditions pain duration is
+measured from, and the Coverage (docs/input.md, diagnoses). Evidence is in `evidence.py`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..fhirpath import ICD10CM_LIKE, codings, dicts, get_dict, get_str, parse_date
+from ..icd10 import normalize
+from ..ingest import Res
+from ..model import ConditionOnset, Diagnosis, Session
+from .access import Access
+
+_REFUTED = frozenset({"refuted", "entered-in-error"})
+_INACTIVE = frozenset({"inactive", "resolved", "remission"})
+
+
+def is_radiculopathy(code: str) -> bool:
+    compact = code.replace(".", "").upper()
+    return compact.startswith(("M541", "M472", "M501", "M511", "M543", "M544")) or compact == "M48062"
+
+
+def _onset(res: Res) -> tuple[dt.date | None, str | None]:
+    """onsetDateTime, else onsetPeriod.start, else recordedDate (contract §2.4)."""
+    data = res.data
+    candidates = [
+        (data.get("onsetDateTime"), "onsetDateTime"),
+        (get_dict(data, "onsetPeriod").get("start"), "onsetPeriod.start"),
+        (data.get("recordedDate"), "recordedDate"),
+    ]
+    for raw, element in candidates:
+        day = parse_date(raw)
+        if day is not None:
+            return day, f"{res.path}.{element}"
+    return None, None
+
+
+def observation_number(data: dict[str, Any]) -> float | None:
+    """The number an Observation records: valueQuantity.value, or valueInteger (a 0-10 score is
+    naturally an integer)."""
+    for value in (get_dict(data, "valueQuantity").get("value"), data.get("valueInteger")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+class PatientRecord:
+    """The patient's Conditions, Observations, care history, Coverage and authorizations."""
+
+    def __init__(self, access: Access, patient: str, date_of_service: dt.date) -> None:
+        self.access = access
+        self.patient = patient
+        self.dos = date_of_service
+        self.conditions: list[ConditionOnset] = []  # filled by diagnoses()
+
+    def own(self, *types: str) -> list[Res]:
+        """The patient's resources of these types, contained ones included (they must resolve too)."""
+        return self.access.own(self.patient, *types)
+
+    # -- diagnoses
+    def diagnoses(self, session: Session, encounter: Res | None) -> list[Diagnosis]:
+        reason_keys = [key for p in session.procedures for key in p.reason_references]
+        # Encounter.diagnosis in the order of its `rank` (then as listed).
+        encounter_keys: list[str] = []
+        if encounter is not None:
+            listed = []
+            for position, entry in dicts(encounter.data.get("diagnosis")):
+                target = self.access.peek(encounter, "diagnosis.condition", entry.get("condition"))
+                if target is not None:
+                    rank = entry.get("rank") if isinstance(entry.get("rank"), int) else 1_000_000
+                    listed.append((rank, position, target.key))
+            encounter_keys = [key for _, _, key in sorted(listed)]
+        found: dict[str, Diagnosis] = {}
+        ordered: list[tuple[int, int, Diagnosis]] = []
+        self.conditions = []
+        conditions = self.own("Condition")
+        for position, res in enumerate(conditions):
+            self.access.use(res)
+            if not self._counts(res):
+                continue
+            dx = self._condition(res)
+            onset, onset_path = _onset(res)
+            self.conditions.append(
+                ConditionOnset(res.key, onset, onset_path, dx.code if dx else None, res.key in reason_keys)
+            )
+            if dx is None:
+                continue
+            from_encounter = res.key in encounter_keys or (
+                encounter is not None and self.access.peek(res, "encounter", res.data.get("encounter")) is encounter
+            )
+            rank = 0 if res.key in reason_keys else (1 if from_encounter else 2)
+            if rank == 0:
+                order = reason_keys.index(res.key)
+            elif res.key in encounter_keys:
+                order = encounter_keys.index(res.key)
+            else:
+                order = len(encounter_keys) + position
+            dx.from_reason, dx.from_encounter = rank == 0, from_encounter
+            ordered.append((rank, order, dx))
+        # reasonReference before reasonCode: a Condition carries onset and status, a bare code does not.
+        position = len(reason_keys)
+        for proc in session.procedures:
+            for code, path in proc.reason_codes:
+                position += 1
+                ordered.append(
+                    (0, position, Diagnosis(code=code, source_key=None, path=path, from_reason=True, owner=proc.key))
+                )
+        for _, _, dx in sorted(ordered, key=lambda item: (item[0], item[1])):
+            if dx.code in found:
+                existing = found[dx.code]
+                if existing.onset is None and dx.onset is not None:
+                    existing.onset, existing.onset_path, existing.source_key = (
+                        dx.onset,
+                        dx.onset_path,
+                        dx.source_key,
+                    )
+                continue
+            found[dx.code] = dx
+        return list(found.values())
+
+    def _counts(self, res: Res) -> bool:
+        """Not refuted or entered in error, not abated before the date of service, and not
+        inactive / resolved / in remission without an abatement date (contract §2.4)."""
+        data = res.data
+        verification = {v for _, _, v, _ in codings(data.get("verificationStatus"))}
+        if verification & _REFUTED:
+            return False
+        clinical = {v for _, _, v, _ in codings(data.get("clinicalStatus"))}
+        abatement_raw = data.get("abatementDateTime")
+        if abatement_raw is None and isinstance(data.get("abatementPeriod"), dict):
+            abatement_raw = data["abatementPeriod"].get("end") or data["abatementPeriod"].get("start")
+        abatement = parse_date(abatement_raw)
+        if abatement is not None and abatement < self.dos:
+            return False
+        # abatementString / abatementAge / abatementBoolean are not dates.
+        return not (clinical & _INACTIVE and abatement is None)
+
+    def _condition(self, res: Res) -> Diagnosis | None:
+        data = res.data
+        code = data.get("code")
+        chosen = next(((i, value) for i, system, value, _ in codings(code) if system in ICD10CM_LIKE and value), None)
+        if chosen is None:
+            return None
+        onset, onset_path = _onset(res)
+        return Diagnosis(
+            code=normalize(chosen[1]),
+            source_key=res.key,
+            path=f"{res.path}.code.coding[{chosen[0]}]",
+            onset=onset,
+            onset_path=onset_path,
+            owner=res.key,
+        )
+
+    def coverage(self) -> tuple[str | None, list[str]]:
+        coverages = self.own("Coverage")
+        if not coverages:
+            return None, []
+        chosen = next((c for c in coverages if get_str(c.data, "status") == "active"), coverages[0])
+        self.access.use(chosen)
+        names: list[str] = []
+        for _, payor in dicts(chosen.data.get("payor")):
+            names.extend(filter(None, [get_str(payor, "display")]))
+            identifier = get_dict(payor, "identifier")
+            names.extend(filter(None, [get_str(identifier, "value"), get_str(identifier, "system")]))
+            target = self.access.peek(chosen, "payor", payor)
+            if target is not None and target.type == "Organization":
+                self.access.use(target)
+                names.extend(filter(None, [get_str(target.data, "name")]))
+                names.extend(a for a in target.data.get("alias", []) if isinstance(a, str))
+                for _, ident in dicts(target.data.get("identifier")):
+                    names.extend(filter(None, [get_str(ident, "value"), get_str(ident, "system")]))
+        return chosen.key, names

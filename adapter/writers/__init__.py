@@ -1,0 +1,60 @@
+"""Writers: one claim decision, many formats.
+
+Each writer is a module that turns a `ClaimDecision` (and, where the format copies resources, the
+input's index) into bytes, plus one entry in `WRITERS` below. Adding a format is one new module
+and one registration; no writer decides anything about the claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import orjson
+
+from ..decision import ClaimDecision
+from ..ingest import ResourceIndex
+from .fhir_claim import claim_bundle
+from .outcome import decision_outcome
+from .review import review_text
+
+JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    name: str
+    media_type: str
+    description: str
+    write: Callable[[ClaimDecision, ResourceIndex], bytes]
+
+
+def _fhir_bundle(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    return orjson.dumps(claim_bundle(decision, index), option=JSON_OPTIONS)
+
+
+def _outcome(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    return orjson.dumps(decision_outcome(decision), option=JSON_OPTIONS)
+
+
+def _review(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    return review_text(decision).encode()
+
+
+WRITERS: dict[str, Writer] = {
+    writer.name: writer
+    for writer in (
+        Writer(
+            "fhir",
+            "application/fhir+json",
+            "FHIR R4 Claim Bundle (a Da Vinci PAS request Bundle for prior authorization)",
+            _fhir_bundle,
+        ),
+        Writer("outcome", "application/fhir+json", "the findings as a FHIR R4 OperationOutcome", _outcome),
+        Writer("text", "text/plain; charset=utf-8", "the coder's pre-claim review", _review),
+    )
+}
+
+
+def writer(name: str) -> Writer:
+    return WRITERS[name]
