@@ -97,6 +97,10 @@ class Access:
                 found.append(target)
         return found
 
+    def reaches(self, res: Res, value: Any) -> bool:
+        """Whether a reference value of `res` resolves to any resource of the input."""
+        return self.index.resolve(value, res) is not None
+
     def follow_unchecked(self, res: Res, element: str) -> list[Res]:
         """The declared targets reached through `element`, for identity only (see `peek`)."""
         found: list[Res] = []

@@ -51,13 +51,16 @@ def read_parties(
             if target is not None and target.type == "Organization":
                 payer = party_of(access.use(target))
                 break
+    patient_party = party_of(patient) if patient is not None else Party(key=patient_key)
+    if subscriber is None and relationship == "self":
+        subscriber = patient_party  # the patient is the subscriber
     provider_res = access.get(provider_key) if provider_key else None
     provider = (
         party_of(provider_res) if provider_res is not None else (Party(key=provider_key) if provider_key else None)
     )
     rendering, billing = _rendering_and_billing(access, provider_res, provider, encounter)
     return Parties(
-        patient=party_of(patient) if patient is not None else Party(key=patient_key),
+        patient=patient_party,
         subscriber=subscriber,
         relationship=relationship,
         member_id=member_id,

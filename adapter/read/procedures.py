@@ -168,7 +168,7 @@ def provider_reference(access: Access, res: Res, element: str, value: Any) -> st
     ref = reference_of(value)
     if not ref:
         return None
-    if access.index.resolve(value, res) is not None:
+    if access.reaches(res, value):
         target = access.peek(res, element, value)
         return target.key if target is not None else None
     head = ref.rstrip("/").split("/")
