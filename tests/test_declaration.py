@@ -29,7 +29,10 @@ def test_an_undeclared_type_is_refused() -> None:
 
 
 def test_an_undeclared_reference_is_refused() -> None:
-    raw = b'{"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}, "asserter": {"reference": "Practitioner/x"}}'
+    raw = (
+        b'{"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},'
+        b' "asserter": {"reference": "Practitioner/x"}}'
+    )
     index = parse_bytes(raw)
     condition = index.get("Condition/c1")
     assert condition is not None
