@@ -16,7 +16,7 @@ from .data import load_toml
 from .errors import RulePackError
 from .facets import code_tables
 from .model import ClaimLine, FacetProcedure, Family, Level, LineLevel, Session
-from .packs import Billing
+from .rules.packs import Billing
 from .spine import Region, Side, spine, union_side
 from .wording import Intent
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .packs import Pack
+from .rules.packs import Pack
 
 
 def rules_markdown(packs: list[Pack]) -> str:

@@ -12,14 +12,15 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .check import DiagnosisCheck, ProfileSource, check_case
 from .code import Coding, code_session
-from .findings import Finding, holds_claim
 from .ingest import DEFAULT_MAX_INPUT_BYTES, ResourceIndex, parse_bytes
 from .model import Case, Use
 from .outcome import findings_outcome
-from .packs import Pack, load_pack
 from .read import ReadOptions, read_case, validate_pos
+from .rules.engine import DiagnosisCheck, ProfileSource, check_case
+from .rules.findings import Finding, holds_claim
+from .rules.packs import Pack
+from .rules.selection import choose_pack, coverage_facts, load_pack
 from .write import write_bundle
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def process_index(index: ResourceIndex, options: Options) -> Result:
     case = read_case(
         index, ReadOptions(use=options.use, pos=options.pos, prior_auth=options.prior_auth, focus=options.focus)
     )
-    pack, source = choose_pack(options.payer, case)
+    pack, source = choose_pack(options.payer, coverage_facts(index, case.coverage, case.payer_names))
     coding = code_session(case.session, pack.billing)
     findings, diagnoses = check_case(case, coding, pack, source)
     # Resource ids and rule ids only: a date of service is patient data.
@@ -98,12 +99,3 @@ def process_index(index: ResourceIndex, options: Options) -> Result:
         ", ".join(sorted({f.rule_id for f in findings})) or "none",
     )
     return Result(index, case, coding, pack, source, findings, diagnoses, options.now)
-
-
-def choose_pack(payer: str | None, case: Case) -> tuple[Pack, ProfileSource]:
-    """--payer; else a Coverage payor naming Medicare; else the commercial profile (contract §4.1)."""
-    if payer is not None:
-        return load_pack(payer), "option"
-    if any("medicare" in name.lower() for name in case.payer_names):
-        return load_pack("medicare"), "coverage"
-    return load_pack("commercial"), "default"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import textwrap
 
-from .findings import Finding
-from .packs import Pack
 from .pipeline import Result
+from .rules.findings import Finding
+from .rules.packs import Pack
 
 _WIDTH = 100
 

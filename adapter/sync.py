@@ -63,9 +63,9 @@ from .fhirpath import (
     reference_holders,
     reference_of,
 )
-from .findings import Finding
 from .outcome import RULE_SYSTEM
 from .pipeline import Options, Result, process
+from .rules.findings import Finding
 from .write import IDENTIFIER_SYSTEM, NAMESPACE, PACK_TAG_SYSTEM, claim_identifier
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,13 @@ from typing import Any
 
 import orjson
 
-from .check import DiagnosisCheck
 from .code import Coding, coding_tables
 from .fhirpath import CPT, ICD10CM, LOINC, POS_SYSTEM, reference_holders
-from .findings import Finding, holds_claim
 from .ingest import Res, ResourceIndex
 from .model import Case, ClaimLine, EvidenceItem, label_guidance
-from .packs import Pack, dx_regions
+from .rules.engine import DiagnosisCheck
+from .rules.findings import Finding, holds_claim
+from .rules.packs import Pack, dx_regions
 
 log = logging.getLogger(__name__)
 
