@@ -1,5 +1,5 @@
 """Rules on the session's diagnoses: valid billable codes, covered codes for the region treated,
-radiculopathy (contract §4.2)."""
+radiculopathy."""
 
 from __future__ import annotations
 

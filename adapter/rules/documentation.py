@@ -1,6 +1,6 @@
 """Rules on what the record documents besides the procedures: pain duration, pain scores,
 conservative care, prior authorization, the claim's provider and coverage, and the values that
-were defaulted (contract §4.2)."""
+were defaulted."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Rules on the patient's earlier facet sessions: sessions per 12 months, the diagnostic blocks a
-treatment needs, and the interval between blocks (contract §4.2)."""
+treatment needs, and the interval between blocks."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Rules on what the reader found in the facet procedures and how they were coded: levels, sides,
 intent, guidance, imaging lines, corrected codes, levels and regions per session, undated
-procedures (contract §4.2)."""
+procedures."""
 
 from __future__ import annotations
 

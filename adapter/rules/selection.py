@@ -1,5 +1,5 @@
 """Which pack applies: by name (`--payer`), else the pack whose `[selection]` matches the
-Coverage, else the default (contract §4.1).
+Coverage, else the default.
 
 A pack's `[selection]` table lists match entries on the payor's names and identifiers and on the
 Coverage's type and classes, with a priority. Only a pack's own file counts (see
