@@ -190,7 +190,8 @@ def check(
 def rules(payer: str | None, output_format: str) -> None:
     """List a rule pack's rules: id, version, severity, CARC and citation."""
     from .docs import rules_markdown, rules_text
-    from .packs import available_packs, load_pack
+    from .rules.packs import available_packs
+    from .rules.selection import load_pack
 
     names = [payer.lower()] if payer else available_packs()
     packs = [load_pack(name) for name in names]

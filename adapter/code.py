@@ -15,8 +15,8 @@ from typing import Any
 from .data import load_toml
 from .errors import RulePackError
 from .model import ClaimLine, FacetProcedure, Family, Intent, Level, LineLevel, Session
-from .packs import Billing
 from .read.facets import code_tables
+from .rules.packs import Billing
 from .spine import Region, Side, spine, union_side
 
 _SIDE_MODIFIER = {"left": "LT", "right": "RT"}

@@ -18,12 +18,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from .check import DiagnosisCheck
 from .code import Coding, coding_tables
-from .findings import Finding, holds_claim
 from .model import Case, ClaimLine, Diagnosis, EvidenceItem, Parties, Party, Use, label_guidance
-from .packs import Pack, dx_regions
 from .read.uses import DISABILITY_LOINC, PAIN_LOINC
+from .rules.engine import DiagnosisCheck
+from .rules.findings import Finding, holds_claim
+from .rules.packs import Pack, dx_regions
 
 # Names derived from this namespace are the adapter's stable identifiers: the same input always
 # gives the same Claim identifier, which makes write-back idempotent (docs/output.md).

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
-from .packs import Pack
+from .rules.packs import Pack, SelectionMatch
+from .rules.selection import DEFAULT_PACK
 
 
 def rules_markdown(packs: list[Pack]) -> str:
@@ -20,6 +21,8 @@ def rules_markdown(packs: list[Pack]) -> str:
         out.append(f"## `{pack.name}` {pack.version}")
         out.append("")
         out.append(f"{pack.title}. Extends: {' → '.join(pack.chain)}.")
+        out.append("")
+        out.append(_chosen_when(pack))
         out.append("")
         limits = pack.limits
         out.append(
@@ -48,6 +51,35 @@ def rules_markdown(packs: list[Pack]) -> str:
             out.append(f"| `{rule_id}` | {spec.version} | {spec.severity} | {spec.carc or ''} | {citation} |")
         out.append("")
     return "\n".join(out)
+
+
+def _chosen_when(pack: Pack) -> str:
+    if pack.selection is not None:
+        entries = "; or ".join(_match_text(entry) for entry in pack.selection.match)
+        return f"Chosen from a Coverage (priority {pack.selection.priority}) when {entries}."
+    if pack.name == DEFAULT_PACK:
+        return "Chosen when there is no `--payer` and no pack's selection matches the Coverage (`payer-defaulted`)."
+    return f"Chosen only by `--payer {pack.name}`."
+
+
+def _match_text(entry: SelectionMatch) -> str:
+    conditions: list[str] = []
+    if entry.payor_contains is not None:
+        conditions.append(f'the payor\'s name, display or identifier contains "{entry.payor_contains}" (any case)')
+    if entry.payor_identifier is not None:
+        ident = entry.payor_identifier
+        system = f" (system `{ident.system}`)" if ident.system else ""
+        conditions.append(f"a payor identifier is `{ident.value}`{system}")
+    if entry.coverage_type is not None:
+        code = entry.coverage_type
+        system = f" (system `{code.system}`)" if code.system else ""
+        conditions.append(f"Coverage.type has code `{code.code}`{system}")
+    if entry.coverage_class is not None:
+        kind = entry.coverage_class
+        conditions.append(
+            f"a Coverage.class of type `{kind.type}`" + (f" has value `{kind.value}`" if kind.value else " is present")
+        )
+    return " and ".join(conditions)
 
 
 def rules_text(pack: Pack) -> str:

@@ -257,6 +257,17 @@ class Parties:
     facility: Party | None = None  # the session's Location
 
 
+@dataclass(frozen=True, slots=True)
+class CoverageFacts:
+    """What pack selection reads from the patient's Coverage (nothing when there is none)."""
+
+    # The payor's display, Organization name and aliases, identifier values and systems.
+    payor_names: tuple[str, ...] = ()
+    payor_identifiers: tuple[tuple[str | None, str], ...] = ()  # (system, value)
+    coverage_types: tuple[tuple[str | None, str], ...] = ()  # (system, code) of Coverage.type
+    coverage_classes: tuple[tuple[str, str], ...] = ()  # (type code, value) of Coverage.class
+
+
 @dataclass(slots=True)
 class Case:
     """Everything read from one input for the latest session of one patient."""
@@ -282,6 +293,7 @@ class Case:
     conditions: list[ConditionOnset] = field(default_factory=list)
     parties: Parties | None = None
     location: str | None = None  # the session's Location key
+    coverage_facts: CoverageFacts = field(default_factory=CoverageFacts)
 
     @property
     def ref(self) -> SessionRef:

@@ -17,19 +17,20 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .check import DiagnosisCheck, ProfileSource, check_case
 from .code import Coding
 from .code import code_session as code_lines
 from .decision import ClaimDecision, decide
 from .errors import UsageError
-from .findings import Finding
 from .ingest import DEFAULT_MAX_INPUT_BYTES, ResourceIndex, parse_bytes
 from .model import Case, SessionRef, Use
-from .packs import Pack, load_pack
 from .read.catalog import choose_session
 from .read.catalog import list_sessions as catalog_sessions
 from .read.places import validate_pos
 from .read.session import ReadOptions, read_session
+from .rules.engine import DiagnosisCheck, ProfileSource, check_case
+from .rules.findings import Finding
+from .rules.packs import Pack
+from .rules.selection import choose_pack, load_pack
 from .writers.fhir_claim import claim_bundle
 from .writers.outcome import decision_outcome
 
@@ -107,7 +108,7 @@ def list_sessions(index: ResourceIndex, use: Use = "claim") -> list[SessionRef]:
 def code_session(index: ResourceIndex, ref: SessionRef, options: Options) -> Result:
     """Read, code, check and decide one session of the input."""
     case = read_session(index, ref, ReadOptions(use=ref.use, pos=options.pos, prior_auth=options.prior_auth))
-    pack, source = choose_pack(options.payer, case)
+    pack, source = choose_pack(options.payer, case.coverage_facts)
     coding = code_lines(case.session, pack.billing)
     findings, diagnoses = check_case(case, coding, pack, source)
     # Resource ids and rule ids only: a date of service is patient data.
@@ -120,12 +121,3 @@ def code_session(index: ResourceIndex, ref: SessionRef, options: Options) -> Res
     )
     decision = decide(case, coding, findings, diagnoses, pack, now=options.now)
     return Result(index, case, coding, pack, source, diagnoses, decision)
-
-
-def choose_pack(payer: str | None, case: Case) -> tuple[Pack, ProfileSource]:
-    """--payer; else a Coverage payor naming Medicare; else the commercial profile."""
-    if payer is not None:
-        return load_pack(payer), "option"
-    if any("medicare" in name.lower() for name in case.payer_names):
-        return load_pack("medicare"), "coverage"
-    return load_pack("commercial"), "default"

@@ -60,11 +60,11 @@ from .fhirpath import (
     reference_holders,
     reference_of,
 )
-from .findings import Finding
 from .ingest import ResourceIndex, index_resources
 from .pipeline import Options, Result, process_index
 from .read.access import values_at
 from .read.uses import FOLLOWED, HISTORY_MONTHS, PATIENT_TYPES, REVERSE, code_tokens, facet_code_tokens
+from .rules.findings import Finding
 from .writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM, server_claim
 from .writers.outcome import RULE_SYSTEM
 

@@ -7,7 +7,8 @@ import re
 from conftest import REPO, run_cli
 
 from adapter.docs import rules_markdown
-from adapter.packs import available_packs, load_pack
+from adapter.rules.packs import available_packs
+from adapter.rules.selection import load_pack
 
 
 def test_rules_reference_is_current() -> None:

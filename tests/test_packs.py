@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run_cli
 
-from adapter.packs import RULE_IDS, available_packs, dx_regions, load_pack
+from adapter.rules.packs import available_packs, dx_regions
+from adapter.rules.registry import RULE_IDS
+from adapter.rules.selection import load_pack
 
 EXAMPLE = REPO / "examples" / "medicare-lumbar-bilateral" / "input.json"
 HEAD = 'name = "broken"\nversion = "1"\nextends = "medicare"\ntitle = "x"\n'

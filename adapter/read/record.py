@@ -4,12 +4,13 @@ measured from, and the Coverage (docs/input.md, diagnoses). Evidence is in `evid
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from ..fhirpath import ICD10CM_LIKE, codings, dicts, get_dict, get_str, parse_date
 from ..icd10 import normalize
 from ..ingest import Res
-from ..model import ConditionOnset, Diagnosis, Session
+from ..model import ConditionOnset, CoverageFacts, Diagnosis, Session
 from .access import Access
 
 _REFUTED = frozenset({"refuted", "entered-in-error"})
@@ -152,17 +153,21 @@ class PatientRecord:
             owner=res.key,
         )
 
-    def coverage(self) -> tuple[str | None, list[str]]:
+    def coverage(self) -> tuple[str | None, CoverageFacts]:
+        """The Coverage to bill (the first active one, else the first), and what a payer pack is
+        chosen by: the payor's names, identifiers, and the Coverage's type and classes."""
         coverages = self.own("Coverage")
         if not coverages:
-            return None, []
+            return None, CoverageFacts()
         chosen = next((c for c in coverages if get_str(c.data, "status") == "active"), coverages[0])
         self.access.use(chosen)
         names: list[str] = []
+        identifiers: list[tuple[str | None, str]] = []
         for _, payor in dicts(chosen.data.get("payor")):
             names.extend(filter(None, [get_str(payor, "display")]))
             identifier = get_dict(payor, "identifier")
             names.extend(filter(None, [get_str(identifier, "value"), get_str(identifier, "system")]))
+            identifiers.extend(_identifiers([identifier]))
             target = self.access.peek(chosen, "payor", payor)
             if target is not None and target.type == "Organization":
                 self.access.use(target)
@@ -170,4 +175,19 @@ class PatientRecord:
                 names.extend(a for a in target.data.get("alias", []) if isinstance(a, str))
                 for _, ident in dicts(target.data.get("identifier")):
                     names.extend(filter(None, [get_str(ident, "value"), get_str(ident, "system")]))
-        return chosen.key, names
+                identifiers.extend(_identifiers(item for _, item in dicts(target.data.get("identifier"))))
+        classes: list[tuple[str, str]] = []
+        for _, entry in dicts(chosen.data.get("class")):
+            value = get_str(entry, "value")
+            if value is not None:
+                classes.extend((code, value) for _, _, code, _ in codings(entry.get("type")) if code)
+        return chosen.key, CoverageFacts(
+            payor_names=tuple(names),
+            payor_identifiers=tuple(identifiers),
+            coverage_types=tuple((system, code) for _, system, code, _ in codings(chosen.data.get("type")) if code),
+            coverage_classes=tuple(classes),
+        )
+
+
+def _identifiers(items: Iterable[dict[str, Any]]) -> list[tuple[str | None, str]]:
+    return [(get_str(item, "system"), value) for item in items if (value := get_str(item, "value")) is not None]

@@ -68,7 +68,7 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
     location = session_location(access, encounter)
     diagnoses = record.diagnoses(session, encounter)
     pos, pos_source, pos_path = place_of_service(access, options.pos, encounter)
-    coverage, payer_names = record.coverage()
+    coverage, coverage_facts = record.coverage()
     provider = claim_provider(access, session, encounter)
     history_procs = [p for s in history for p in s.procedures]
     coverage_res = access.get(coverage) if coverage else None
@@ -81,7 +81,8 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
         diagnoses=diagnoses,
         evidence=read_evidence(record, options.prior_auth),
         coverage=coverage,
-        payer_names=payer_names,
+        payer_names=list(coverage_facts.payor_names),
+        coverage_facts=coverage_facts,
         provider=provider,
         encounter=encounter.key if encounter is not None else None,
         place_of_service=pos,

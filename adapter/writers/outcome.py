@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..decision import ClaimDecision
-from ..findings import Finding
+from ..rules.findings import Finding
 
 RULE_SYSTEM = "urn:facet-adapter:rule"
 CARC_SYSTEM = "https://x12.org/codes/claim-adjustment-reason-codes"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import textwrap
 
 from ..decision import ClaimDecision
-from ..findings import Finding
+from ..rules.findings import Finding
 
 _WIDTH = 100
 

@@ -3,20 +3,24 @@
 A pack names its limits, billing format, covered diagnoses, prior-authorization list and, for
 every rule, its version, severity, citation and CARC. A pack may `extends` another; the merged
 result is validated as a whole, so a broken pack is a clear error at load time, not a wrong
-finding later.
+finding later. A pack's `[selection]` table (which Coverages choose it) is its own: it is not
+inherited, so a pack that extends `medicare` is not chosen by the words that choose `medicare`.
+
+This module knows the pack format, not the rules: the rule ids a pack must define are passed in
+by `adapter.rules.selection.load_pack`, which takes them from the rule registry.
 """
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from .data import load_toml, mappings_dir, overlay_dir
-from .errors import RulePackError, UsageError
-from .spine import Region
+from ..data import load_toml, mappings_dir, overlay_dir
+from ..errors import RulePackError, UsageError
+from ..spine import Region
 
 Severity = Literal["error", "warning", "information"]
 IssueType = Literal[
@@ -30,35 +34,6 @@ IssueType = Literal[
     "not-supported",
 ]
 Family = Literal["injection", "ablation"]
-
-# Every rule id a pack must define (contract §4.2, plus the adapter's own safety rules).
-RULE_IDS: tuple[str, ...] = (
-    "dx-not-covered",
-    "dx-invalid",
-    "levels-exceed-limit",
-    "multiple-regions",
-    "levels-unknown",
-    "guidance-not-covered",
-    "guidance-unknown",
-    "frequency-limit",
-    "diagnostic-block-prerequisite",
-    "block-interval",
-    "pain-duration",
-    "pain-score-missing",
-    "conservative-care",
-    "radiculopathy",
-    "imaging-line-bundled",
-    "prior-auth-required",
-    "laterality-unknown",
-    "intent-unknown",
-    "levels-inferred",
-    "input-corrected",
-    "claim-data-missing",
-    "pos-defaulted",
-    "payer-defaulted",
-    "procedure-undated",
-    "rule-not-applied",
-)
 
 
 class _Strict(BaseModel):
@@ -118,6 +93,45 @@ class Diagnoses(_Strict):
     max_pointers_per_line: int = Field(ge=1, le=4)
 
 
+class IdentifierMatch(_Strict):
+    system: str | None = None  # any system when not given
+    value: str = Field(min_length=1)
+
+
+class CodeMatch(_Strict):
+    system: str | None = None  # any system when not given
+    code: str = Field(min_length=1)
+
+
+class ClassMatch(_Strict):
+    type: str = Field(min_length=1)  # Coverage.class.type code: plan, group, subplan, ...
+    value: str | None = Field(default=None, min_length=1)  # any value of that type when not given
+
+
+class SelectionMatch(_Strict):
+    """One way a Coverage names the pack; every condition the entry gives must hold."""
+
+    # Text (any case) in the payor's display, Organization name or alias, or identifier value or system.
+    payor_contains: str | None = Field(default=None, min_length=1)
+    payor_identifier: IdentifierMatch | None = None  # Coverage.payor.identifier or the Organization's
+    coverage_type: CodeMatch | None = None  # a coding of Coverage.type
+    coverage_class: ClassMatch | None = None  # a Coverage.class entry
+
+    @model_validator(mode="after")
+    def _says_something(self) -> SelectionMatch:
+        if not any((self.payor_contains, self.payor_identifier, self.coverage_type, self.coverage_class)):
+            raise ValueError("a match entry needs payor_contains, payor_identifier, coverage_type or coverage_class")
+        return self
+
+
+class Selection(_Strict):
+    """When a Coverage chooses this pack: any match entry; among packs that match, the highest
+    priority wins, then the name first in alphabetical order."""
+
+    priority: int = 0
+    match: tuple[SelectionMatch, ...] = Field(min_length=1)
+
+
 class Pack(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
     version: str
@@ -129,6 +143,7 @@ class Pack(_Strict):
     diagnoses: Diagnoses
     prior_authorization: PriorAuthorization
     rules: dict[str, RuleSpec]
+    selection: Selection | None = None
     covered: dict[str, CoveredCode]
     covered_source: str
     covered_version: str
@@ -136,9 +151,14 @@ class Pack(_Strict):
 
     @field_validator("rules")
     @classmethod
-    def _all_rules(cls, rules: dict[str, RuleSpec]) -> dict[str, RuleSpec]:
-        missing = [rule_id for rule_id in RULE_IDS if rule_id not in rules]
-        unknown = [rule_id for rule_id in rules if rule_id not in RULE_IDS]
+    def _all_rules(cls, rules: dict[str, RuleSpec], info: ValidationInfo) -> dict[str, RuleSpec]:
+        # The ids come from the rule registry, which the caller passes in: this module is below it.
+        context = info.context or {}
+        if "rule_ids" not in context:
+            raise TypeError("a Pack is validated against the rule ids: pass context={'rule_ids': ...}")
+        rule_ids: Sequence[str] = context["rule_ids"]
+        missing = [rule_id for rule_id in rule_ids if rule_id not in rules]
+        unknown = [rule_id for rule_id in rules if rule_id not in rule_ids]
         if missing or unknown:
             raise ValueError(f"rules missing: {missing}; unknown rules: {unknown}")
         return rules
@@ -195,6 +215,10 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# Keys that belong to one pack file and are not inherited by the packs that extend it.
+_OWN_KEYS = ("extends", "abstract", "selection")
+
+
 def _raw_chain(name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
     seen: list[str] = []
     layers: list[dict[str, Any]] = []
@@ -209,12 +233,15 @@ def _raw_chain(name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
         current = str(parent) if parent is not None else None
     merged: dict[str, Any] = {}
     for layer in reversed(layers):
-        merged = _merge(merged, {k: v for k, v in layer.items() if k not in ("extends", "abstract")})
+        merged = _merge(merged, {k: v for k, v in layer.items() if k not in _OWN_KEYS})
     merged["abstract"] = bool(layers[0].get("abstract", False))
+    if "selection" in layers[0]:
+        merged["selection"] = layers[0]["selection"]
     return merged, tuple(seen)
 
 
-def _pack_files() -> dict[str, Path]:
+def pack_files() -> dict[str, Path]:
+    """Every pack file by name; a site pack replaces a shipped pack of the same name."""
     folders = [mappings_dir() / "packs"]
     overlay = overlay_dir()
     if overlay is not None:
@@ -223,12 +250,17 @@ def _pack_files() -> dict[str, Path]:
 
 
 def available_packs() -> list[str]:
-    return sorted(name for name in _pack_files() if not load_toml(f"packs/{name}.toml").get("abstract", False))
+    return sorted(name for name in pack_files() if not own_table(name).get("abstract", False))
 
 
-@cache
-def load_pack(name: str) -> Pack:
-    if name not in _pack_files():
+def own_table(name: str) -> dict[str, Any]:
+    """The pack's own file, without what it inherits."""
+    return load_toml(f"packs/{name}.toml")
+
+
+def read_pack(name: str, rule_ids: Sequence[str]) -> Pack:
+    """The pack `name` with everything it extends, validated; it must define exactly `rule_ids`."""
+    if name not in pack_files():
         raise UsageError(f"Unknown payer profile {name!r}; available: {', '.join(available_packs())}.")
     merged, chain = _raw_chain(name)
     if merged.get("abstract"):
@@ -236,9 +268,9 @@ def load_pack(name: str) -> Pack:
             f"{name!r} is a shared base pack, not a payer profile; available: {', '.join(available_packs())}."
         )
     rules = {rule_id: {"id": rule_id, **spec} for rule_id, spec in merged.get("rules", {}).items()}
-    unknown = sorted(set(rules) - set(RULE_IDS))
+    unknown = sorted(set(rules) - set(rule_ids))
     if unknown:
-        raise RulePackError(f"Rule pack {name!r} ({_pack_files()[name]}) has unknown rules: {', '.join(unknown)}.")
+        raise RulePackError(f"Rule pack {name!r} ({pack_files()[name]}) has unknown rules: {', '.join(unknown)}.")
     covered_path = merged.get("diagnoses", {}).get("covered_list", "")
     covered_raw = load_toml(str(covered_path)) if covered_path else {}
     try:
@@ -250,10 +282,11 @@ def load_pack(name: str) -> Pack:
                 "covered_source": str(covered_raw.get("source", "")),
                 "covered_version": str(covered_raw.get("version", "")),
                 "chain": chain,
-            }
+            },
+            context={"rule_ids": tuple(rule_ids)},
         )
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:10]
         )
-        raise RulePackError(f"Rule pack {name!r} ({_pack_files()[name]}) is invalid: {problems}") from None
+        raise RulePackError(f"Rule pack {name!r} ({pack_files()[name]}) is invalid: {problems}") from None

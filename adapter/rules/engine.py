@@ -1,8 +1,8 @@
 """Check: model + lines + payer pack → findings (contract §4).
 
-Entry point: `check_case(case, coding, pack, profile_source)`. Each rule is a small named
-function in `adapter.rules`, registered under its rule id; the pack supplies its version,
-severity, citation, CARC and limits. A rule that fails to run holds the claim with
+Entry point: `check_case(case, coding, pack, profile_source)`. It runs every rule of the
+registry (`adapter.rules.registry`) in order; the pack supplies each rule's version, severity,
+citation and CARC, and the limits. A rule that fails to run holds the claim with
 `rule-not-applied` instead of being skipped.
 """
 
@@ -10,62 +10,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
-from . import icd10
-from .code import Coding
+from .. import icd10
+from ..code import Coding
+from ..model import Case, ConditionOnset, Diagnosis
+from .context import Context, DiagnosisCheck, Hit, ProfileSource
 from .findings import SEVERITY_ORDER, Finding
-from .model import Case, ConditionOnset, Diagnosis
-from .packs import RULE_IDS, Pack
+from .packs import Pack
+from .registry import RULE_IDS, RULE_NOT_APPLIED, RULES
+
+__all__ = [
+    "Context",
+    "DiagnosisCheck",
+    "Hit",
+    "ProfileSource",
+    "check_case",
+    "check_diagnoses",
+    "supporting_conditions",
+]
 
 log = logging.getLogger(__name__)
 
-ProfileSource = Literal["option", "coverage", "default"]
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One occurrence of a rule: the message and where in the input it comes from."""
-
-    message: str
-    expressions: tuple[str, ...] = ()
-
-
-@dataclass(slots=True)
-class DiagnosisCheck:
-    valid: list[Diagnosis] = field(default_factory=list)
-    invalid: list[tuple[Diagnosis, str]] = field(default_factory=list)  # (diagnosis, status)
-    # The Conditions pain duration is measured from, and the earliest onset among them: computed
-    # once, for the pain-duration rule and the Claim's onset supporting information alike.
-    supporting: list[ConditionOnset] = field(default_factory=list)
-    onset: ConditionOnset | None = None
-
-
-@dataclass(slots=True)
-class Context:
-    case: Case
-    coding: Coding
-    pack: Pack
-    profile_source: ProfileSource
-    diagnoses: DiagnosisCheck
-    memo: dict[int, Any] = field(default_factory=dict)  # per-run results rules share (history groups)
-
-
-RuleFunction = Callable[[Context], Iterable[Hit]]
-_REGISTRY: dict[str, RuleFunction] = {}
-
-
-def rule(rule_id: str) -> Callable[[RuleFunction], RuleFunction]:
-    if rule_id not in RULE_IDS:
-        raise ValueError(f"unknown rule id {rule_id}")
-
-    def register(function: RuleFunction) -> RuleFunction:
-        _REGISTRY[rule_id] = function
-        return function
-
-    return register
+_ORDER = {rule_id: position for position, rule_id in enumerate(RULE_IDS)}
 
 
 def check_diagnoses(diagnoses: list[Diagnosis]) -> DiagnosisCheck:
@@ -95,18 +61,13 @@ def supporting_conditions(case: Case, coding: Coding, pack: Pack, diagnoses: Dia
 def check_case(
     case: Case, coding: Coding, pack: Pack, profile_source: ProfileSource
 ) -> tuple[list[Finding], DiagnosisCheck]:
-    from . import rules  # noqa: F401  (registers the rule functions)
-
     diagnoses = check_diagnoses(case.diagnoses)
     diagnoses.supporting = supporting_conditions(case, coding, pack, diagnoses)
     onsets = [c for c in diagnoses.supporting if c.onset is not None]
     diagnoses.onset = min(onsets, key=lambda c: c.onset or dt.date.max) if onsets else None
     context = Context(case, coding, pack, profile_source, diagnoses)
     findings: list[Finding] = []
-    for rule_id in RULE_IDS:
-        function = _REGISTRY.get(rule_id)
-        if function is None:
-            continue
+    for rule_id, function in RULES:
         try:
             hits = list(function(context))
         except Exception as exc:  # fail safe: a rule that cannot run holds the claim
@@ -115,12 +76,12 @@ def check_case(
             findings.append(
                 _finding(
                     pack,
-                    "rule-not-applied",
+                    RULE_NOT_APPLIED,
                     Hit(f"Rule {rule_id} could not be applied ({type(exc).__name__}).", ()),
                 )
             )
         findings.extend(_finding(pack, rule_id, hit) for hit in hits)
-    findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], RULE_IDS.index(f.rule_id)))
+    findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], _ORDER[f.rule_id]))
     return findings, context.diagnoses
 
 

@@ -1,0 +1,100 @@
+"""Rules on what the record documents besides the procedures: pain duration, pain scores,
+conservative care, prior authorization, the claim's provider and coverage, and the values that
+were defaulted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..fhirpath import add_months
+from .context import Context, Hit, who
+
+
+def pain_duration(ctx: Context) -> Iterator[Hit]:
+    dos = ctx.case.session.date
+    months = ctx.pack.limits.min_pain_months
+    onset = ctx.diagnoses.onset
+    if onset is None or onset.onset is None:
+        supporting = ctx.diagnoses.supporting
+        yield Hit(
+            f"{who(c.key for c in supporting) or 'No Condition'}: no onset on record for the supporting "
+            "conditions (onsetDateTime, onsetPeriod.start or recordedDate).",
+            (),
+        )
+        return
+    if add_months(onset.onset, months) > dos:
+        yield Hit(
+            f"{onset.key}: pain began {onset.onset.isoformat()}"
+            + (f" ({onset.code})" if onset.code else "")
+            + f", less than {months} months before the date of service {dos.isoformat()}.",
+            tuple(filter(None, [onset.onset_path])),
+        )
+
+
+def pain_score_missing(ctx: Context) -> Iterator[Hit]:
+    if not ctx.case.evidence.pain_scores:
+        yield Hit(
+            "No 0-10 pain score (LOINC 72514-3) in the 12 months up to the date of service.",
+            (),
+        )
+
+
+def conservative_care(ctx: Context) -> Iterator[Hit]:
+    evidence = ctx.case.evidence
+    minimum = ctx.pack.limits.min_conservative_care_days
+    if not evidence.conservative_care:
+        yield Hit(
+            "No conservative care on record before the date of service (physical therapy, home exercise, "
+            "chiropractic care, NSAIDs or other analgesics).",
+            (),
+        )
+        return
+    days = evidence.conservative_days or 0
+    if days < minimum:
+        kinds = ", ".join(dict.fromkeys(item.text or "care" for item in evidence.conservative_care))
+        yield Hit(
+            f"{who(item.source_key for item in evidence.conservative_care)}: conservative care on record "
+            f"({kinds}) lasted {days} days before the date of service; the profile "
+            f"requires at least {minimum} days ({minimum // 7} weeks).",
+            tuple(filter(None, (item.path for item in evidence.conservative_care))),
+        )
+
+
+def prior_auth_required(ctx: Context) -> Iterator[Hit]:
+    policy = ctx.pack.prior_authorization
+    case = ctx.case
+    if case.use not in policy.uses or case.place_of_service not in policy.places_of_service:
+        return
+    if case.evidence.prior_auth:
+        return
+    codes = sorted({line.code for line in ctx.coding.lines if line.code in policy.codes})
+    if codes:
+        yield Hit(
+            f"{who(case.session.keys)}: codes {', '.join(codes)} at place of service {case.place_of_service} "
+            "need prior authorization, and "
+            "none is on record (no --prior-auth, no approved preauthorization ClaimResponse).",
+            tuple(p.path for p in case.session.procedures),
+        )
+
+
+def claim_data_missing(ctx: Context) -> Iterator[Hit]:
+    if ctx.case.provider is None:
+        yield Hit(
+            f"{who(ctx.case.session.keys)}: no provider: the facet procedures have no performer (or requester) "
+            "and the encounter no service provider; the Claim names the provider by display only.",
+            tuple(f"{p.path}.performer" for p in ctx.case.session.procedures),
+        )
+    if ctx.case.coverage is None:
+        yield Hit(
+            f"{ctx.case.patient}: no Coverage for the patient; the Claim names the insurance by display only.", ()
+        )
+
+
+def pos_defaulted(ctx: Context) -> Iterator[Hit]:
+    if ctx.case.place_of_service_source == "default":
+        yield Hit("No place of service on the encounter's location and no --pos: 11 (office) was used.", ())
+
+
+def payer_defaulted(ctx: Context) -> Iterator[Hit]:
+    if ctx.profile_source == "default":
+        yield Hit(f"No --payer and no Coverage naming Medicare: the {ctx.pack.name!r} profile was used.", ())
