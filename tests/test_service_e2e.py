@@ -28,8 +28,9 @@ import requests
 from conftest import REPO, run_cli
 from fhirserver import FhirTestServer
 
+from adapter.server.loader import as_transaction
+from adapter.server.writeback import claim_lines
 from adapter.service.queue import Job, JobQueue
-from adapter.sync import as_transaction, claim_lines
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
