@@ -223,7 +223,12 @@ def write_back(
             continue
         _sync_task(client, result, ident, task_query, stamp, outcome, dry_run=dry_run)
         return outcome
-    raise FhirConflict(f"The Claim for {procedure} kept changing on the server; it was not written.", status=412)
+    raise FhirConflict(
+        f"The Claim for {procedure} kept changing on the FHIR server at {client.transport.shown_base}; "
+        "it was not written.",
+        status=412,
+        base_url=client.transport.shown_base,
+    )
 
 
 def _claim_entry_url(ident: str) -> str:
@@ -274,7 +279,13 @@ def _create_claim(
     response = client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     results = entry_results(response)
     if not results or results[0].id is None:
-        raise FhirProtocolError("The transaction response does not say where the Claim was written.")
+        raise FhirProtocolError(
+            f"The FHIR server at {client.transport.shown_base} answered the Claim's transaction (POST [base]) "
+            "without saying where the Claim was written.",
+            method="POST",
+            path="[base]",
+            base_url=client.transport.shown_base,
+        )
     claim_result = results[0]
     outcome.claim_id, outcome.claim_version = claim_result.id, claim_result.version
     if not claim_result.created:
