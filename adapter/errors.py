@@ -4,7 +4,9 @@ Every failure the adapter reports to a user is one of these classes. The class c
 process exit status and the FHIR issue type, so the command line, the web service and the bulk
 runner all turn the same error into the same exit status / HTTP status / OperationOutcome.
 
-Exit statuses are stable: a number is never reused for another meaning.
+Exit statuses are stable: a number is never reused for another meaning. The FHIR server's
+failures (`FhirError` and its subclasses, all `UpstreamError`, exit status 4) are defined here too,
+so this module is the one place that maps every error to its exit status and HTTP status.
 """
 
 from __future__ import annotations
@@ -134,3 +136,129 @@ class UpstreamError(AdapterError):
         super().__init__(message, details=details)
         self.status = status
         self.outcome = outcome
+
+
+# --------------------------------------------------------------------------- FHIR server errors
+
+
+class FhirError(UpstreamError):
+    """A FHIR server failed or refused a request (exit status 4).
+
+    The message names the server's base URL, the request (method and path, query parameter names
+    only: their values can be patient identifiers) and what was answered (status, content type).
+    `outcome` keeps the server's OperationOutcome; only its issue codes and locations become
+    `details`, because server texts often quote the offending value."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        outcome: dict[str, Any] | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        retry_after: float | None = None,
+        base_url: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, outcome=outcome, details=_server_issues(outcome))
+        self.method = method
+        self.path = path
+        self.retry_after = retry_after
+        self.base_url = base_url
+        self.content_type = content_type
+
+
+class FhirServerUnavailable(FhirError):
+    """Could not reach the server, or it stayed overloaded (429/502/503/504) through every retry."""
+
+    issue_code = "transient"
+    http_status = 503
+
+
+class FhirServerError(FhirError):
+    """The server failed with a 5xx that is not worth retrying (500, 501, ...)."""
+
+    issue_code = "exception"
+    http_status = 502
+
+
+class FhirRequestRejected(FhirError):
+    """The server refused the request (4xx); `outcome` holds its OperationOutcome when it sent one."""
+
+    issue_code = "processing"
+    http_status = 502
+
+
+class FhirNotFound(FhirRequestRejected):
+    """404 Not Found or 410 Gone."""
+
+    issue_code = "not-found"
+
+
+class FhirConflict(FhirRequestRejected):
+    """409 Conflict or 412 Precondition Failed: someone else changed the resource first."""
+
+    issue_code = "conflict"
+
+
+class FhirAuthError(FhirError):
+    """401/403 from the server, or the token endpoint refused the client."""
+
+    issue_code = "security"
+    http_status = 502
+
+
+class FhirProtocolError(FhirError):
+    """The server answered with something that is not the FHIR JSON asked for."""
+
+    issue_code = "structure"
+    http_status = 502
+
+
+class FhirPageLimitError(FhirProtocolError):
+    """A search has more pages than the client's page cap. Raised instead of returning the pages
+    read so far: a truncated record looks complete to the rules."""
+
+    issue_code = "too-costly"
+
+    def __init__(self, message: str, *, max_pages: int, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.max_pages = max_pages
+
+
+class FhirResponseTooLarge(FhirProtocolError):
+    """A response body is larger than the client's `max_response_bytes`."""
+
+    issue_code = "too-costly"
+
+    def __init__(self, message: str, *, limit: int, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.limit = limit
+
+
+class FhirDeadlineExceeded(FhirServerUnavailable):
+    """The server did not finish an answer within the client's deadline: `deadline` for one
+    attempt (e.g. a body that trickles in slower than the read timeout could notice), or the
+    overall limit of one request with its retries."""
+
+    def __init__(self, message: str, *, deadline: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.deadline = deadline
+
+
+def _server_issues(outcome: dict[str, Any] | None) -> list[ErrorDetail]:
+    """The server's issues as details: code and location only. Server texts often quote the
+    offending value (which can be patient data), so they stay in `outcome`, not in messages."""
+    if not outcome:
+        return []
+    details = []
+    for issue in outcome.get("issue", [])[:20]:
+        if not isinstance(issue, dict):
+            continue
+        code = issue.get("code") if isinstance(issue.get("code"), str) else "processing"
+        where = issue.get("expression") or issue.get("location") or []
+        expression = where[0] if isinstance(where, list) and where and isinstance(where[0], str) else None
+        severity = issue.get("severity", "error")
+        details.append(ErrorDetail(f"Server issue ({severity}, {code}).", expression, str(code)))
+    return details

@@ -8,35 +8,20 @@ Exit statuses as for `claim`: 0 every session clean, 1 some held, 2 input or usa
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
 import orjson
 
-from .errors import AdapterError, UsageError
-from .fhirclient import (
-    Auth,
-    BearerToken,
-    FhirClient,
-    FhirProtocolError,
-    SmartBackendServices,
-    entry_results,
-    outcome_errors,
-)
+from .errors import AdapterError, FhirProtocolError, UsageError
+from .fhir.client import FhirClient, make_client
+from .fhir.responses import entry_results, outcome_errors
+from .fhiroptions import fhir_server_options, hook_token_option, server_options_from
 from .read.uses import FACET_CODE_SYSTEMS, facet_code_tokens, facet_codes
-from .sync import (
-    SyncOutcome,
-    as_transaction,
-    combined_exit,
-    failed_outcome,
-    prefixed_id,
-    sync_patient,
-    sync_procedure,
-    sync_since,
-    transaction_chunks,
-)
+from .server.loader import as_transaction, prefixed_id, transaction_chunks
+from .server.sync import SyncOutcome, combined_exit, failed_outcome, sync_patient, sync_procedure, sync_since
 
 if TYPE_CHECKING:
     from .model import Use
@@ -45,78 +30,6 @@ _DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 SUBSCRIPTION_TAG_SYSTEM = "urn:facet-adapter:subscription"
 SUBSCRIPTION_TAG = "facet-procedures"
 REPO_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-# --------------------------------------------------------------------------- shared options
-
-
-def _server_options(token_help: str, bearer_flag: str = "--token") -> list[Callable[[Any], Any]]:
-    return [
-        click.option("--fhir-base", required=True, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir."),
-        click.option(
-            bearer_flag,
-            "server_token",
-            envvar="FACET_ADAPTER_FHIR_TOKEN",
-            help=token_help + " (or FACET_ADAPTER_FHIR_TOKEN).",
-        ),
-        click.option("--smart-token-url", help="SMART Backend Services token endpoint."),
-        click.option("--smart-client-id", help="SMART client id (iss and sub of the assertion)."),
-        click.option("--smart-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key file."),
-        click.option("--smart-kid", help="Key id (kid) registered with the server's JWKS."),
-        click.option("--smart-scope", default="system/*.read system/Claim.write system/Task.write", show_default=True),
-        click.option("--smart-alg", type=click.Choice(["RS384", "ES384"]), default="RS384", show_default=True),
-        click.option("--timeout", type=float, default=30.0, show_default=True, help="Read timeout in seconds."),
-        click.option(
-            "--retries",
-            type=click.IntRange(0, 10),
-            default=4,
-            show_default=True,
-            help="Retries on 429/502/503/504 and connection errors.",
-        ),
-    ]
-
-
-def server_options(token_help: str, bearer_flag: str = "--token") -> Callable[[Any], Any]:
-    """The options every server command shares: base URL, bearer token or SMART, timeout."""
-
-    def decorate(function: Any) -> Any:
-        for decorator in reversed(_server_options(token_help, bearer_flag)):
-            function = decorator(function)
-        return function
-
-    return decorate
-
-
-def make_client(
-    fhir_base: str,
-    *,
-    server_token: str | None = None,
-    smart_token_url: str | None = None,
-    smart_client_id: str | None = None,
-    smart_key: str | None = None,
-    smart_kid: str | None = None,
-    smart_scope: str = "system/*.read",
-    smart_alg: str = "RS384",
-    timeout: float = 30.0,
-    retries: int = 4,
-) -> FhirClient:
-    """The client the server options describe (bearer token, SMART Backend Services or none)."""
-    auth: Auth | None = None
-    smart = [smart_token_url, smart_client_id, smart_key, smart_kid]
-    if any(smart):
-        if not all(smart):
-            raise UsageError(
-                "SMART Backend Services needs --smart-token-url, --smart-client-id, --smart-key and --smart-kid."
-            )
-        if server_token:
-            raise UsageError("Give either a bearer token or the SMART options, not both.")
-        key = Path(str(smart_key)).read_bytes()
-        auth = SmartBackendServices(
-            str(smart_token_url), str(smart_client_id), key, str(smart_kid), smart_scope, smart_alg
-        )
-    elif server_token:
-        auth = BearerToken(server_token)
-    return FhirClient(fhir_base, auth=auth, timeout=(5.0, timeout), retries=retries)
 
 
 def _pipeline_options(payer: str | None, use: str, pos: str | None, prior_auth: str | None) -> Any:
@@ -156,7 +69,7 @@ def _write(data: bytes | str) -> None:
     default=None,
     help="text: a table; json: the outcomes. Default: text on a terminal, else json.",
 )
-@server_options("Bearer token for the FHIR server")
+@fhir_server_options(fhir_token_aliases=("--token",))
 def sync(
     procedure_id: str | None,
     patient_id: str | None,
@@ -180,7 +93,7 @@ def sync(
     if len(chosen) != 1:
         raise UsageError("Give exactly one of --procedure, --patient or --since.")
     options = _pipeline_options(payer, use, pos, prior_auth)
-    client = make_client(**server)
+    client = make_client(server_options_from(**server))
     if procedure_id:
         outcomes = [sync_procedure(client, procedure_id, options, dry_run=dry_run)]
     elif patient_id:
@@ -284,13 +197,10 @@ def subscribe_to(client: FhirClient, endpoint: str, token: str | None) -> tuple[
 
 @click.command()
 @click.option("--endpoint", required=True, help="The adapter's rest-hook URL the server calls.")
-@click.option(
-    "--token",
-    "hook_token",
-    envvar="FACET_ADAPTER_HOOK_TOKEN",
-    help="Sent by the server as 'Authorization: Bearer <token>' on each notification (or FACET_ADAPTER_HOOK_TOKEN).",
+@hook_token_option(
+    "Sent by the server as 'Authorization: Bearer <token>' on each notification (or FACET_ADAPTER_HOOK_TOKEN)."
 )
-@server_options("Bearer token for the FHIR server itself", "--server-token")
+@fhir_server_options(fhir_token_aliases=("--server-token",))
 def subscribe(
     endpoint: str,
     hook_token: str | None,
@@ -299,7 +209,7 @@ def subscribe(
     """Create or refresh the rest-hook Subscription for the facet CPT codes."""
     if not endpoint.startswith(("http://", "https://")):
         raise UsageError("--endpoint must be an http(s) URL.")
-    client = make_client(**server)
+    client = make_client(server_options_from(**server))
     stored, action = subscribe_to(client, endpoint, hook_token)
     headers = [h.split(":", 1)[0] + ": ***" for h in stored.get("channel", {}).get("header", [])]
     _write(
@@ -329,7 +239,11 @@ def load_example(client: FhirClient, directory: Path, id_prefix: str) -> dict[st
     ]
     if failed:
         # A transaction is all or nothing, so this means a server that answers it like a batch.
-        raise FhirProtocolError(f"The server did not store {len(failed)} resource(s) of {directory.name}.")
+        raise FhirProtocolError(
+            f"The FHIR server at {client.transport.shown_base} did not store {len(failed)} resource(s) of "
+            f"{directory.name} (transaction answered entry by entry).",
+            base_url=client.transport.shown_base,
+        )
     return bundle
 
 
@@ -406,7 +320,7 @@ def sandbox_text(rows: Sequence[tuple[str, SyncOutcome]]) -> str:
     "data on a shared server, are not overwritten. Empty: load the ids as they are.",
 )
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@server_options("Bearer token for the FHIR server")
+@fhir_server_options(fhir_token_aliases=("--token",))
 def sandbox(
     examples_dir: str | None,
     id_prefix: str,
@@ -417,7 +331,7 @@ def sandbox(
     root = Path(examples_dir) if examples_dir else REPO_EXAMPLES
     if not root.is_dir() or not example_dirs(root):
         raise UsageError("No examples found; give --examples DIR (folders with input.* and args.json).")
-    client = make_client(**server)
+    client = make_client(server_options_from(**server))
     rows = sandbox_rows(client, root, id_prefix)
     if output_format == "json":
         payload = [dict(o.to_dict(), example=example) for example, o in rows]

@@ -129,7 +129,7 @@ class _RecordingClient:
 
 
 def test_gather_searches_every_declared_type_with_its_declared_includes() -> None:
-    from adapter.sync import gather
+    from adapter.server.gather import gather
 
     focus = {
         "resourceType": "Procedure",

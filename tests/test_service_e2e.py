@@ -29,8 +29,8 @@ from conftest import REPO, run_cli
 from fhirclaims import claim_lines
 from fhirserver import FhirTestServer
 
+from adapter.server.loader import as_transaction
 from adapter.service.queue import Job, JobQueue
-from adapter.sync import as_transaction
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -15,8 +15,7 @@ import pytest
 import responses
 from conftest import run_cli
 
-from adapter.errors import InvalidR4Error, NoFacetProcedureError, UpstreamError, UsageError
-from adapter.fhirclient import (
+from adapter.errors import (
     FhirAuthError,
     FhirConflict,
     FhirDeadlineExceeded,
@@ -26,6 +25,10 @@ from adapter.fhirclient import (
     FhirResponseTooLarge,
     FhirServerError,
     FhirServerUnavailable,
+    InvalidR4Error,
+    NoFacetProcedureError,
+    UpstreamError,
+    UsageError,
 )
 from adapter.service.app import create_app
 from adapter.service.handler import CLOCK_SKEW_SECONDS, SyncHandler
@@ -264,8 +267,8 @@ def test_a_rejected_request_is_dead_at_once_with_the_servers_issue_codes(handler
     job = Worker(handler.queue, handler).run_once()
     assert job is not None and (job.state, job.attempts) == ("dead", 1)
     assert job.last_error == (
-        "FhirRequestRejected (HTTP 400): The FHIR server answered 400 to GET Procedure/p1. "
-        "Server issues: invalid at Procedure.id."
+        "FhirRequestRejected (HTTP 400): The FHIR server at http://fhir.test/fhir answered 400 "
+        "(application/fhir+json) to GET Procedure/p1. Server issues: invalid at Procedure.id."
     )
     assert len(responses.calls) == 1
 
@@ -470,7 +473,7 @@ def _job(queue: JobQueue, notice: Notice) -> Job:
 def test_handler_syncs_procedures_as_claims_and_service_requests_as_preauthorizations(
     handler: SyncHandler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from adapter.sync import SyncOutcome
+    from adapter.server.sync import SyncOutcome
 
     calls: list[tuple[str, str, str | None]] = []
 
@@ -481,7 +484,7 @@ def test_handler_syncs_procedures_as_claims_and_service_requests_as_preauthoriza
             claim_status="active", lines=["64493-50-KX"],
         )  # fmt: skip
 
-    monkeypatch.setattr("adapter.sync.sync_procedure", fake_sync)
+    monkeypatch.setattr("adapter.server.sync.sync_procedure", fake_sync)
     note = handler(_job(handler.queue, resource("p1")))
     handler(_job(handler.queue, resource("sr1", type_="ServiceRequest")))
     assert calls == [("Procedure/p1", "claim", "medicare"), ("ServiceRequest/sr1", "preauthorization", "medicare")]
@@ -494,7 +497,7 @@ def test_handler_treats_a_procedure_that_is_not_claimable_as_done(
     def not_facet(client: Any, reference: str, options: Any, **kwargs: Any) -> Any:
         raise NoFacetProcedureError("--use claim needs a completed facet Procedure; the input has none.")
 
-    monkeypatch.setattr("adapter.sync.sync_procedure", not_facet)
+    monkeypatch.setattr("adapter.server.sync.sync_procedure", not_facet)
     handler.queue.enqueue([resource("p1")])
     job = Worker(handler.queue, handler).run_once()
     assert job is not None
@@ -506,7 +509,7 @@ def test_requery_searches_from_the_watermark(
     handler: SyncHandler, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[str] = []
-    monkeypatch.setattr("adapter.sync.sync_since", lambda client, since, options, **kw: seen.append(since) or [])
+    monkeypatch.setattr("adapter.server.sync.sync_since", lambda client, since, options, **kw: seen.append(since) or [])
     created = handler.queue.created_at()
     clock.now += 3600
     handler(_job(handler.queue, PING))

@@ -21,19 +21,13 @@ from fhirclaims import claim_lines
 from fhirserver import FhirTestServer
 
 from adapter.decision import NAMESPACE
-from adapter.errors import InputError, NoFacetProcedureError
-from adapter.fhirclient import FhirClient, FhirConflict, outcome_errors
+from adapter.errors import FhirConflict, InputError, NoFacetProcedureError
+from adapter.fhir.client import FhirClient
+from adapter.fhir.responses import outcome_errors
 from adapter.pipeline import Options, process
-from adapter.sync import (
-    as_transaction,
-    gather,
-    load_file,
-    prefixed_id,
-    sync_patient,
-    sync_procedure,
-    sync_since,
-    transaction_chunks,
-)
+from adapter.server.gather import gather
+from adapter.server.loader import as_transaction, load_file, prefixed_id, transaction_chunks
+from adapter.server.sync import sync_patient, sync_procedure, sync_since
 from adapter.writers.fhir_claim import IDENTIFIER_SYSTEM
 
 pytestmark = pytest.mark.server
@@ -226,12 +220,14 @@ def test_a_search_that_misses_the_claim_does_not_make_a_second(
     client: FhirClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # HAPI can answer a repeated search from its cache: the Claim written a moment ago is missing.
-    import adapter.sync
+    import adapter.server.writeback
 
     p = load(client, "medicare-hopd-prior-auth-missing")
     first = sync_procedure(client, f"{p}mbb-dora", MEDICARE)
-    real_find = adapter.sync._find_one
-    monkeypatch.setattr(adapter.sync, "_find_one", lambda c, t, q: None if t == "Claim" else real_find(c, t, q))
+    real_find = adapter.server.writeback.find_one
+    monkeypatch.setattr(
+        adapter.server.writeback, "find_one", lambda c, t, q: None if t == "Claim" else real_find(c, t, q)
+    )
     again = sync_procedure(client, f"{p}mbb-dora", MEDICARE)
     assert (again.claim_id, again.claim_action, again.task_action) == (first.claim_id, "unchanged", "unchanged")
     assert len(claims(client, first.claim_identifier)) == 1

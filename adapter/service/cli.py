@@ -7,12 +7,14 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 import orjson
 
 from ..errors import UsageError
+from ..fhir.auth import build_auth
+from ..fhiroptions import fhir_server_options, hook_token_option, server_options_from
 from ..model import Use
 from .queue import STATES, Job, JobQueue, QueueLock, RetryPolicy, State, iso
 from .settings import DEFAULT_DB, HOOK_TOKEN_ENV, MIB, Settings, check_fhir_base
@@ -21,15 +23,11 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
 
 
 @click.command()
-@click.option(
-    "--fhir-base", required=True, help="FHIR R4 base URL the notifications come from; Claims are written there."
-)
+@fhir_server_options()
 @click.option("--port", type=click.IntRange(0, 65535), required=True, help="Port to listen on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
-@click.option(
-    "--token",
-    envvar=HOOK_TOKEN_ENV,
-    help=f"Require Authorization: Bearer TOKEN on /notify, /claim, /check (or {HOOK_TOKEN_ENV}, as for subscribe).",
+@hook_token_option(
+    f"Require Authorization: Bearer TOKEN on /notify, /claim, /check (or {HOOK_TOKEN_ENV}, as for subscribe)."
 )
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=str(DEFAULT_DB), help=_DB_HELP)
 @click.option("--payer", help="Payer profile for synced Claims. Default: from the Coverage.")
@@ -40,7 +38,6 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
     show_default=True,
     help="What a re-query (ping) syncs. A notified Procedure is always a claim, a ServiceRequest a preauthorization.",
 )
-@click.option("--fhir-token", envvar="FACET_ADAPTER_FHIR_TOKEN", help="Bearer token for calling the FHIR server.")
 @click.option(
     "--max-attempts", type=click.IntRange(1), default=10, show_default=True, help="Attempts before a job is dead."
 )
@@ -57,29 +54,33 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
     help="/claim and /check requests processed at once; more are answered 503 with Retry-After.",
 )
 def serve(
-    fhir_base: str,
     port: int,
     host: str,
-    token: str | None,
+    hook_token: str | None,
     db_path: str,
     payer: str | None,
     use: str,
-    fhir_token: str | None,
     max_attempts: int,
     retry_delay: float,
     max_notify_mb: float,
     max_input_mb: float,
     max_api_requests: int,
+    **fhir_options: Any,
 ) -> None:
-    """Receive FHIR Subscription notifications at http://HOST:PORT/notify and serve /claim and /check."""
+    """Receive FHIR Subscription notifications at http://HOST:PORT/notify and serve /claim and /check.
+
+    Notified procedures are synced with the FHIR server at --fhir-base, authenticated as `sync`
+    is (--fhir-token or the SMART Backend Services options)."""
     import uvicorn
 
     from ..pipeline import Options, validate_options
     from .app import create_app
 
-    fhir_base = check_fhir_base(fhir_base, "--fhir-base")
-    if token is not None and not token.strip():
-        raise UsageError("--token must not be empty.")
+    fhir = server_options_from(**fhir_options)
+    fhir_base = check_fhir_base(fhir.base_url, "--fhir-base")
+    if hook_token is not None and not hook_token.strip():
+        raise UsageError("--hook-token must not be empty.")
+    build_auth(fhir.auth)  # a bad SMART key or an incomplete set of options is exit 2 now, not a failed job later
     chosen = cast(Use, use)  # click.Choice has checked it
     validate_options(Options(payer=payer.lower() if payer else None, use=chosen))
     if not os.environ.get("FACET_ADAPTER_LOG"):
@@ -88,8 +89,10 @@ def serve(
     settings = Settings(
         fhir_base=fhir_base,
         db_path=Path(db_path),
-        token=token,
-        fhir_token=fhir_token,
+        token=hook_token,
+        fhir_auth=fhir.auth,
+        fhir_timeout=fhir.timeout,
+        fhir_retries=fhir.retries,
         payer=payer.lower() if payer else None,
         use=chosen,
         max_notify_bytes=int(max_notify_mb * MIB),
@@ -110,7 +113,7 @@ def serve(
         )
         server = uvicorn.Server(config)
         sys.stderr.write(f"facet-adapter serve: http://{host}:{port}/notify (queue {settings.db_path})\n")
-        if token is None:
+        if hook_token is None:
             where = "" if host in ("127.0.0.1", "localhost", "::1") else f" on {host}"
             sys.stderr.write(
                 f"facet-adapter serve: warning: listening{where} without --token ({HOOK_TOKEN_ENV} is not set); "

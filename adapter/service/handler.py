@@ -1,4 +1,4 @@
-"""The default job handler: bring the FHIR server's Claim up to date with `adapter.sync`.
+"""The default job handler: bring the FHIR server's Claim up to date with `adapter.server.sync`.
 
 - A resource job syncs that resource's session: a Procedure as a claim, a ServiceRequest as a
   prior-authorization request. The handler reads the current version from the server, so an old
@@ -27,15 +27,16 @@ from .queue import Job, JobQueue, iso
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from ..fhirclient import FhirClient
-    from ..sync import SyncOutcome
+    from ..fhir.client import FhirClient
+    from ..server.sync import SyncOutcome
 
 CLOCK_SKEW_SECONDS = 600.0
 
 
 class SyncHandler:
     """Builds the FHIR client on first use, so the service starts (and takes notifications)
-    whether or not the FHIR server is up."""
+    whether or not the FHIR server is up. The client is built as `sync` builds it, from the same
+    options (`Settings.fhir_server`): bearer token or SMART Backend Services, timeout, retries."""
 
     def __init__(self, settings: Settings, queue: JobQueue) -> None:
         self.settings = settings
@@ -47,14 +48,13 @@ class SyncHandler:
     def client(self) -> FhirClient:
         with self._lock:
             if self._client is None:
-                from ..fhirclient import BearerToken, FhirClient
+                from ..fhir.client import make_client
 
-                auth = BearerToken(self.settings.fhir_token) if self.settings.fhir_token else None
-                self._client = FhirClient(self.settings.fhir_base, auth=auth)
+                self._client = make_client(self.settings.fhir_server)
             return self._client
 
     def __call__(self, job: Job) -> str | None:
-        from ..sync import sync_procedure, sync_since
+        from ..server.sync import sync_procedure, sync_since
 
         if job.kind == "requery":
             started = self.queue.clock()

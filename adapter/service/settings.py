@@ -7,14 +7,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
+from ..fhir.auth import AuthOptions
+from ..fhir.client import ServerOptions
+from ..fhiroptions import HOOK_TOKEN_ENV
 from ..model import Use
 from .queue import RetryPolicy
 
+__all__ = ["DEFAULT_DB", "HOOK_TOKEN_ENV", "MIB", "Settings", "check_fhir_base"]
+
 MIB = 1024 * 1024
 DEFAULT_DB = Path("facet-adapter-queue.sqlite")
-# The secret the FHIR server sends on each notification: `serve --token` checks it and
-# `subscribe --token` puts it in the Subscription, so both read the same variable.
-HOOK_TOKEN_ENV = "FACET_ADAPTER_HOOK_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
 
 
 def check_fhir_base(value: str, option: str = "The FHIR base URL") -> str:
@@ -49,8 +51,10 @@ def check_fhir_base(value: str, option: str = "The FHIR base URL") -> str:
 class Settings:
     fhir_base: str  # the FHIR server notifications come from and Claims go to
     db_path: Path = DEFAULT_DB
-    token: str | None = None  # required as `Authorization: Bearer …` on /notify*, /claim, /check
-    fhir_token: str | None = None  # sent to the FHIR server
+    token: str | None = None  # the hook token: required as `Authorization: Bearer …` on /notify*, /claim, /check
+    fhir_auth: AuthOptions = field(default_factory=AuthOptions)  # how to authenticate to the FHIR server
+    fhir_timeout: float = 30.0  # read timeout of a request to the FHIR server
+    fhir_retries: int = 4
     payer: str | None = None
     use: Use = "claim"
     max_notify_bytes: int = 5 * MIB  # a notification carries at most one resource or a small Bundle
@@ -60,3 +64,8 @@ class Settings:
     lease_seconds: float = 900.0  # longer than one sync can take with the client's own retries
     poll_seconds: float = 1.0
     keep_done_seconds: float = 30 * 86400.0
+
+    @property
+    def fhir_server(self) -> ServerOptions:
+        """The FHIR server as `adapter.fhir.client.make_client` takes it (as `sync` builds it)."""
+        return ServerOptions(self.fhir_base, self.fhir_auth, self.fhir_timeout, self.fhir_retries)

@@ -2,7 +2,7 @@
 
 One thread, one job at a time: two notifications for one session (its L4-L5 and L5-S1
 Procedures) would otherwise race to write the session's Claim. The handler decides what a job
-means (the default one calls `adapter.sync`); the worker only records the outcome:
+means (the default one calls `adapter.server.sync`); the worker only records the outcome:
 
 - handler returns → done;
 - `InputError` (data that can never be claimed) → dead at once, with the reason;
@@ -21,8 +21,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..errors import AdapterError, InputError, UpstreamError
-from ..fhirclient import FhirPageLimitError, FhirRequestRejected, FhirResponseTooLarge
+from ..errors import (
+    AdapterError,
+    FhirPageLimitError,
+    FhirRequestRejected,
+    FhirResponseTooLarge,
+    InputError,
+    UpstreamError,
+)
 from .queue import Job, JobQueue, QueueError
 
 log = logging.getLogger(__name__)

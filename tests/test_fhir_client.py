@@ -26,11 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fhirserver import FhirTestServer
 
-from adapter.errors import EXIT_UPSTREAM
-from adapter.fhirclient import (
-    BearerToken,
+from adapter.errors import (
+    EXIT_UPSTREAM,
     FhirAuthError,
-    FhirClient,
     FhirConflict,
     FhirDeadlineExceeded,
     FhirNotFound,
@@ -40,14 +38,11 @@ from adapter.fhirclient import (
     FhirResponseTooLarge,
     FhirServerError,
     FhirServerUnavailable,
-    SmartBackendServices,
-    entry_results,
-    outcome_errors,
-    parse_etag,
-    parse_location,
-    parse_retry_after,
-    parse_status,
 )
+from adapter.fhir.auth import BearerToken, SmartBackendServices
+from adapter.fhir.client import FhirClient
+from adapter.fhir.responses import entry_results, outcome_errors, parse_etag, parse_location, parse_status
+from adapter.fhir.transport import parse_retry_after
 
 MRN = "urn:test:mrn"
 BASE = "http://fhir.test/baseR4"

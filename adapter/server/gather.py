@@ -1,0 +1,190 @@
+"""Reading a facet session's record from a FHIR server: `gather` (the focus procedure, its
+patient, and what the reader needs of the patient's record), the follow-up reads of referenced
+resources the searches did not return, and `server_index`, which hands the result to the library.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from ..errors import FhirNotFound, FhirRequestRejected, NoFacetProcedureError, UsageError
+from ..fhir.client import FhirClient
+from ..fhir.responses import parse_location
+from ..fhirpath import add_months, parse_date, period_start_end, reference_of
+from ..ingest import ResourceIndex, index_resources
+from ..read.access import values_at
+from ..read.uses import FOLLOWED, HISTORY_MONTHS, PATIENT_TYPES, REVERSE, code_tokens
+
+log = logging.getLogger(__name__)
+
+ID_SYNTAX = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # R4 id datatype
+_CHUNK = 20  # references per `Observation?part-of=a,b,...` fallback search
+
+
+def focus_key(procedure_id: str, use: str = "claim") -> str:
+    """`123` → `Procedure/123` (`ServiceRequest/123` for preauthorization); `Type/id` and
+    absolute references are kept as `Type/id`."""
+    location = parse_location(procedure_id) if "/" in procedure_id else None
+    if location is not None:
+        if location.type not in ("Procedure", "ServiceRequest") or not ID_SYNTAX.fullmatch(location.id):
+            raise UsageError("A procedure id is `123`, `Procedure/123` or `ServiceRequest/123`.")
+        return location.reference
+    if not ID_SYNTAX.fullmatch(procedure_id):
+        raise UsageError("A procedure id is `123`, `Procedure/123` or `ServiceRequest/123`.")
+    return f"{'ServiceRequest' if use == 'preauthorization' else 'Procedure'}/{procedure_id}"
+
+
+class _Found:
+    """Gathered resources by `Type/id`, in first-seen order."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, Any]] = {}
+
+    def add(self, resource: Mapping[str, Any]) -> None:
+        type_, id_ = resource.get("resourceType"), resource.get("id")
+        if isinstance(type_, str) and isinstance(id_, str) and type_ != "OperationOutcome":
+            self.items.setdefault(f"{type_}/{id_}", dict(resource))
+
+    def extend(self, resources: Iterator[dict[str, Any]]) -> None:
+        for resource in resources:
+            self.add(resource)
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        return [r for r in self.items.values() if r.get("resourceType") in types]
+
+
+def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list[dict[str, Any]]:
+    """The facet procedure's session context from the server.
+
+    The Procedure (or ServiceRequest), its Patient, the patient's Procedures of the 24 months
+    before the date of service (facet history, guidance, conservative care) with their
+    performers, encounters and the Observations that report on them (relief), the facet
+    ServiceRequests, Conditions, pain/disability Observations, Coverage with its payor, the
+    Encounter(s) of the date of service with Location and service provider, medication
+    statements/requests, preauthorization ClaimResponses. `_include`/`_revinclude` are used
+    when the CapabilityStatement lists them; otherwise (and for whatever they missed) the
+    referenced resources are read one by one.
+    """
+    key = focus_key(procedure_id, use)
+    type_, _, id_ = key.partition("/")
+    try:
+        focus = client.read(type_, id_)
+    except FhirNotFound:
+        raise NoFacetProcedureError(f"{key} does not exist on the FHIR server.") from None
+    found = _Found()
+    found.add(focus)
+    subject = reference_of(focus.get("subject"))
+    patient = parse_location(client.relative(subject)) if subject and "://" not in client.relative(subject) else None
+    if patient is None or patient.type != "Patient":
+        return list(found.items.values())  # the pipeline reports what is missing
+    pid = patient.id
+    try:
+        found.add(client.read("Patient", pid))
+    except FhirNotFound:
+        log.warning("%s names Patient/%s, which the server does not have", key, pid)
+    dos = date_of(focus)
+    since = add_months(dos, -HISTORY_MONTHS) if dos is not None else None
+
+    def search(resource_type: str, params: list[tuple[str, str]], includes: Sequence[str] = ()) -> None:
+        wanted = [i for i in includes if client.supports_include(resource_type, i)]
+        found.extend(client.search(resource_type, [*params, *(("_include", i) for i in wanted), ("_count", "100")]))
+
+    # Every search comes from the reader's declaration (adapter.read.uses), so what the reader
+    # uses and what a sync brings from the server cannot drift apart.
+    revincludes: list[str] = []
+    for wanted_type in PATIENT_TYPES:
+        # `subject=Patient/x`, not `patient=x`: the same on HAPI, but the `patient` parameters are
+        # defined with resolve() and cost the test server a FHIRPath evaluation per resource.
+        params = [(wanted_type.search_param, f"Patient/{pid}")]
+        if wanted_type.window == "history" and since is not None:
+            params.append(("date", f"ge{since.isoformat()}"))
+        if wanted_type.window == "day":
+            if dos is None:
+                continue
+            # ge + le on a period means "overlaps the day": the Encounter whose period covers it.
+            params += [("date", f"ge{dos.isoformat()}"), ("date", f"le{dos.isoformat()}")]
+        if wanted_type.codes is not None:
+            params.append(("code", code_tokens(wanted_type.codes)))
+        params += list(wanted_type.fixed_params)
+        reverse = [
+            r.revinclude
+            for r in REVERSE
+            if r.target == wanted_type.type and client.supports_include(r.target, r.revinclude, reverse=True)
+        ]
+        if wanted_type.type == "Procedure":
+            revincludes = reverse
+        includes = [f.include for f in FOLLOWED if f.source == wanted_type.type and f.include]
+        search(wanted_type.type, params + [("_revinclude", i) for i in reverse], includes)
+    if len(revincludes) < len([r for r in REVERSE if r.target == "Procedure"]):
+        _observations_about(client, found)
+    _read_missing(client, found)
+    log.info("gathered %d resource(s) for %s", len(found.items), key)
+    return list(found.items.values())
+
+
+def _observations_about(client: FhirClient, found: _Found) -> None:
+    """What `_revinclude=Observation:part-of/focus` would have given: relief reports."""
+    keys = [f"Procedure/{p['id']}" for p in found.of_type("Procedure")]
+    for start in range(0, len(keys), _CHUNK):
+        chunk = ",".join(keys[start : start + _CHUNK])
+        for param in ("part-of", "focus"):
+            try:
+                found.extend(client.search("Observation", [(param, chunk), ("_count", "100")]))
+            except FhirRequestRejected as exc:
+                if exc.status != 400:
+                    raise
+                log.info("the server cannot search Observation by %s; skipped", param)
+
+
+# Which references of which resources the reader follows, so they must be on hand.
+_FOLLOWED: dict[str, tuple[tuple[str, ...], ...]] = {}
+for _follow in FOLLOWED:
+    _FOLLOWED[_follow.source] = (*_FOLLOWED.get(_follow.source, ()), _follow.path)
+# Procedure → PractitionerRole → Practitioner, Procedure → Encounter → Location → Organization.
+_FOLLOW_HOPS = 3
+
+
+def _read_missing(client: FhirClient, found: _Found) -> None:
+    """Read referenced resources the searches did not return (up to three hops: Procedure → Encounter →
+    Location → Organization). Missing targets are left out; the reader treats them as not on record."""
+    tried: set[str] = set()
+    for _ in range(_FOLLOW_HOPS):
+        wanted: list[str] = []
+        for resource in list(found.items.values()):
+            for path in _FOLLOWED.get(str(resource.get("resourceType")), ()):
+                for value in values_at(resource, path):
+                    reference = reference_of(value)
+                    if not reference or reference.startswith(("#", "urn:")):
+                        continue
+                    relative = client.relative(reference)
+                    location = parse_location(relative) if "://" not in relative else None
+                    if location is None or location.reference in found.items or location.reference in tried:
+                        continue
+                    tried.add(location.reference)
+                    wanted.append(location.reference)
+        if not wanted:
+            return
+        for reference in wanted:
+            type_, _, id_ = reference.partition("/")
+            try:
+                found.add(client.read(type_, id_))
+            except FhirNotFound:
+                log.info("%s is referenced but not on the server", reference)
+
+
+def date_of(resource: Mapping[str, Any]) -> dt.date | None:
+    if resource.get("resourceType") == "ServiceRequest":
+        start = period_start_end(resource, "occurrence")[0] or resource.get("authoredOn")
+    else:
+        start = period_start_end(resource, "performed")[0]
+    return parse_date(start)
+
+
+def server_index(client: FhirClient, resources: Sequence[Mapping[str, Any]]) -> ResourceIndex:
+    """The gathered resources as the pipeline's index, each at its server address so relative and
+    absolute references between them resolve (nothing is serialised)."""
+    return index_resources(resources, base_url=client.base_url)
