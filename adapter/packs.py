@@ -31,7 +31,7 @@ IssueType = Literal[
 ]
 Family = Literal["injection", "ablation"]
 
-# Every rule id a pack must define (contract §4.2, plus the adapter's own safety rules).
+# Every rule id a pack must define, the adapter's own safety rules included (docs/output.md, rule ids).
 RULE_IDS: tuple[str, ...] = (
     "dx-not-covered",
     "dx-invalid",
@@ -164,7 +164,7 @@ class Pack(_Strict):
 
 
 def dx_regions(code: str) -> frozenset[Region]:
-    """Region of a facet diagnosis from its region character (contract §2.4)."""
+    """Region of a facet diagnosis from its region character (docs/input.md, region of a diagnosis)."""
     compact = code.replace(".", "").upper()
     for stem in ("M4781", "M4789", "M481", "M538"):
         if compact.startswith(stem) and len(compact) > len(stem):

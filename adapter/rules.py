@@ -1,4 +1,4 @@
-"""The rule functions, one per rule id (contract §4.2).
+"""The rule functions, one per rule id (docs/output.md, rule ids).
 
 Each function reads the check context and yields a Hit per occurrence. Limits, severities and
 citations come from the pack; these functions hold only the logic a coder would apply.
@@ -254,8 +254,8 @@ _REGION_WORDS: tuple[tuple[Region, re.Pattern[str]], ...] = (
 
 def _history_categories(ctx: Context, session: Session) -> set[tuple[Region, str]]:
     """(region, category) pairs of an earlier session. A procedure that names no level still
-    counts: in the region its words name, else in every region of the session being checked
-    (history counts every other facet session, contract §2.4)."""
+    counts, because history counts every other facet session (docs/input.md, history): in the
+    region its words name, else in every region of the session being checked."""
     found = _session_categories(_history_groups(ctx, session))
     current = {group.region for group in ctx.coding.groups}
     for proc in session.procedures:

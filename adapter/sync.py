@@ -751,10 +751,11 @@ def _sync_task(
 
 # --------------------------------------------------------------------------- superseded Claims
 
-# A session's Claim identifier names its procedures (contract §5.1), so a session that gains or
-# loses a procedure (the second side recorded later, one entered-in-error) codes to a new Claim.
-# The Claim the adapter wrote for the earlier state still bills those procedures: it is retired
-# (cancelled, its Task too) so exactly one current Claim bills each procedure.
+# A session's Claim identifier names its procedures (docs/output.md, identifier), so a session
+# that gains or loses a procedure (the second side recorded later, one entered-in-error) codes to
+# a new Claim. The Claim the adapter wrote for the earlier state still bills those procedures: it
+# is retired (cancelled, its Task too) so exactly one current Claim bills each procedure
+# (docs/output.md, superseded Claims).
 
 
 def _billed_procedures(claim: Mapping[str, Any]) -> set[str]:

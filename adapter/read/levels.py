@@ -1,4 +1,4 @@
-"""The level and side grammar of free text (contract §2.2).
+"""The level and side grammar of free text (docs/input.md, levels and sides).
 
 `read_text` turns one text field into the joints it names and the side of each:
 
