@@ -1,4 +1,4 @@
-"""The command line: a thin shell over `adapter.pipeline` (contract §6).
+"""The command line: a thin shell over `adapter.pipeline` (docs/cli.md).
 
 Exit statuses: 0 no error finding, 1 written but held, 2 input or usage error, 3 internal error,
 4 FHIR server error. Errors go to standard error as an OperationOutcome, never as a traceback

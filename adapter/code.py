@@ -1,4 +1,4 @@
-"""Code: a session of the coding model → claim lines (contract §3).
+"""Code: a session of the coding model → claim lines (docs/coding.md).
 
 Entry point: `code_session(session, billing)`. The coding table, the thoraco-lumbar rule and
 the bilateral formats are data (mappings/cpt.toml, the pack's [billing]); this module only

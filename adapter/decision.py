@@ -26,7 +26,7 @@ from .rules.findings import Finding, holds_claim
 from .rules.packs import Pack, dx_regions
 
 # Names derived from this namespace are the adapter's stable identifiers: the same input always
-# gives the same Claim identifier, which makes write-back idempotent (docs/output.md).
+# gives the same Claim identifier, which makes write-back idempotent (docs/output.md, identifier).
 NAMESPACE = uuid.UUID("5b0f3b8e-52d1-4d8e-9a3c-7f3f0e0f4a61")
 LOINC = "http://loinc.org"
 

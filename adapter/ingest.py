@@ -1,8 +1,8 @@
 """Bytes in, indexed FHIR resources out.
 
-Accepts every input form of contract §2: a Bundle of any type (nested Bundles included), a
-single resource, or NDJSON. Resources stay plain dicts (no model construction on the hot path);
-each one remembers the FHIRPath it came from so findings can point back into the input.
+Accepts every input form (docs/input.md, input forms): a Bundle of any type (nested Bundles
+included), a single resource, or NDJSON. Resources stay plain dicts (no model construction on the
+hot path); each one remembers the FHIRPath it came from so findings can point back into the input.
 """
 
 from __future__ import annotations

@@ -106,7 +106,8 @@ class Diagnosis:
 @dataclass(frozen=True, slots=True)
 class ConditionOnset:
     """A Condition of the patient that counts (not refuted, not resolved before the date of
-    service), whatever its coding: what pain duration is measured from (contract §2.4)."""
+    service), whatever its coding: what pain duration is measured from
+    (docs/input.md, supporting conditions and pain duration)."""
 
     key: str
     onset: dt.date | None

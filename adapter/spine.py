@@ -1,4 +1,4 @@
-"""Facet joint levels, regions and sides (contract §1), from mappings/spine.toml."""
+"""Facet joint levels, regions and sides (docs/coding.md, terms), from mappings/spine.toml."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def read_levels(
             text_joint_sides.setdefault(joint, set()).update(sides)
 
     if not found:
-        # Medial-branch wording before level wording (contract §2.2, sources 3 and 4).
+        # Medial-branch wording (source 3) before level wording (source 4) (docs/input.md, sources of levels).
         preference: tuple[tuple[str, LevelSource], ...] = (("nerve", "nerve"), ("joint", "text"))
         for kind, level_source in preference:
             for reading, path in text_readings:

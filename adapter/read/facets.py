@@ -1,4 +1,5 @@
-"""What makes a facet procedure (contract §2.1), and the code tables that say it."""
+"""What makes a facet procedure (docs/input.md, what makes a facet procedure), and the code tables
+that say it."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def is_facet(res: Res, tables: CodeTables) -> bool:
     if any(system in CPT_LIKE_SYSTEMS and _other_service(value, tables) for _, system, value, _ in codings(code)):
         # Coded as image guidance (77003...), physical medicine, chiropractic or an E/M visit: not a
         # facet procedure, whatever its text says ("fluoroscopic guidance for facet injection").
-        # Other codes (64999 unlisted) leave it to the words (contract §2.1).
+        # Other codes (64999 unlisted) leave it to the words (docs/input.md, what makes a facet procedure).
         return False
     if any(system == SNOMED and value in tables.snomed_procedures for _, system, value, _ in codings(code)):
         return True

@@ -1,4 +1,4 @@
-"""The level and side grammar of free text (contract §2.2).
+"""The level and side grammar of free text (docs/input.md, levels and sides).
 
 `read_text` turns one text field into the joints it names and the side of each:
 
@@ -43,7 +43,7 @@ _TOKEN = re.compile(
     """,
     re.IGNORECASE | re.VERBOSE,
 )
-# Clause breaks (contract §2.2, v1.2): commas, semicolons, line breaks, and periods except a
+# Clause breaks (docs/input.md, sides): commas, semicolons, line breaks, and periods except a
 # decimal point ("2.5 mL"); no level spelling contains a period. "and" is not a break.
 _CLAUSE_BREAK = re.compile(r"[,;\n\r]|\.(?!\d)|(?<!\d)\.")
 _NERVE_CONTEXT = re.compile(r"medial[\s-]+branch|dorsal[\s-]+ram|third[\s-]+occipital", re.IGNORECASE)
@@ -196,7 +196,7 @@ def _side_groups(clause: list[_Item]) -> list[list[_Item] | set[Side]]:
 
 
 def _place_clause(clause: list[_Item]) -> tuple[list[_Placed], list[Side | None]]:
-    """The clause's levels with their own sides (contract §2.2, v1.2), and the side of each of
+    """The clause's levels with their own sides (docs/input.md, sides), and the side of each of
     its side groups (a clause without a level gives its sides to the whole procedure)."""
     runs = _side_groups(clause)
     sides = [union_side(run) for run in runs if isinstance(run, set)]

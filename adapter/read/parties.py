@@ -1,5 +1,5 @@
 """The parties a claim names, read from the record: the patient, the subscriber and member id, the
-payer, the billing and rendering providers and the facility (docs/output.md, parties).
+payer, the billing and rendering providers and the facility (docs/input.md, parties).
 
 Coding and checking do not depend on these details (names, identifiers, addresses); billing
 formats do (an 837P needs the subscriber's address, the billing provider's NPI and tax id). So a

@@ -23,7 +23,8 @@ def is_radiculopathy(code: str) -> bool:
 
 
 def _onset(res: Res) -> tuple[dt.date | None, str | None]:
-    """onsetDateTime, else onsetPeriod.start, else recordedDate (contract §2.4)."""
+    """onsetDateTime, else onsetPeriod.start, else recordedDate
+    (docs/input.md, supporting conditions and pain duration)."""
     data = res.data
     candidates = [
         (data.get("onsetDateTime"), "onsetDateTime"),
@@ -122,7 +123,7 @@ class PatientRecord:
 
     def _counts(self, res: Res) -> bool:
         """Not refuted or entered in error, not abated before the date of service, and not
-        inactive / resolved / in remission without an abatement date (contract §2.4)."""
+        inactive / resolved / in remission without an abatement date (docs/input.md, diagnoses)."""
         data = res.data
         verification = {v for _, _, v, _ in codings(data.get("verificationStatus"))}
         if verification & _REFUTED:

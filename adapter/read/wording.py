@@ -1,4 +1,5 @@
-"""Words that decide facet-ness, technique, intent and guidance in free text (contract §2.1, §2.3).
+"""Words that decide facet-ness, technique, intent and guidance in free text
+(docs/input.md, what makes a facet procedure; technique; intent; guidance).
 
 Each function reads one text field and answers only when the text decides; None means the
 field is silent (or says both things), so the caller moves on to the next source.

@@ -1,4 +1,5 @@
-"""Check: model + lines + payer pack → findings (contract §4).
+"""Check: model + lines + payer pack → findings (docs/output.md, rule ids); each pack's settings are
+listed in docs/rules.md.
 
 Entry point: `check_case(case, coding, pack, profile_source)`. It runs every rule of the
 registry (`adapter.rules.registry`) in order; the pack supplies each rule's version, severity,
@@ -47,7 +48,8 @@ def check_diagnoses(diagnoses: list[Diagnosis]) -> DiagnosisCheck:
 
 
 def supporting_conditions(case: Case, coding: Coding, pack: Pack, diagnoses: DiagnosisCheck) -> list[ConditionOnset]:
-    """The reason Conditions, else the covered ones, else all (contract §2.4)."""
+    """The reason Conditions, else the covered ones, else all
+    (docs/input.md, supporting conditions and pain duration)."""
     reasons = [c for c in case.conditions if c.is_reason]
     valid = {dx.code for dx in diagnoses.valid}
     covered = [

@@ -38,7 +38,7 @@ _REGION_WORDS: tuple[tuple[Region, re.Pattern[str]], ...] = (
 def _history_categories(ctx: Context, session: Session) -> set[tuple[Region, str]]:
     """(region, category) pairs of an earlier session. A procedure that names no level still
     counts: in the region its words name, else in every region of the session being checked
-    (history counts every other facet session, contract §2.4)."""
+    (history counts every other facet session, docs/input.md, history)."""
     found = _session_categories(_history_groups(ctx, session))
     current = {group.region for group in ctx.coding.groups}
     for proc in session.procedures:

@@ -184,7 +184,7 @@ class Pack(_Strict):
 
 
 def dx_regions(code: str) -> frozenset[Region]:
-    """Region of a facet diagnosis from its region character (contract §2.4)."""
+    """Region of a facet diagnosis from its region character (docs/input.md, region of a diagnosis)."""
     compact = code.replace(".", "").upper()
     for stem in ("M4781", "M4789", "M481", "M538"):
         if compact.startswith(stem) and len(compact) > len(stem):

@@ -38,6 +38,6 @@ RULES: tuple[tuple[str, RuleFunction], ...] = (
     ("procedure-undated", reading.procedure_undated),
 )
 
-# Every rule id a pack must define (contract §4.2, plus the adapter's own safety rules), in
+# Every rule id a pack must define (docs/output.md, rule ids), with the adapter's own safety rules, in
 # finding order.
 RULE_IDS: tuple[str, ...] = (*(rule_id for rule_id, _ in RULES), RULE_NOT_APPLIED)

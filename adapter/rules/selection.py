@@ -79,7 +79,7 @@ def select_pack(facts: CoverageFacts) -> Pack | None:
 
 
 def choose_pack(payer: str | None, facts: CoverageFacts) -> tuple[Pack, ProfileSource]:
-    """--payer; else the pack the Coverage chooses; else the default pack (contract §4.1)."""
+    """--payer; else the pack the Coverage chooses; else the default pack (docs/cli.md, options of claim and check)."""
     if payer is not None:
         return load_pack(payer), "option"
     chosen = select_pack(facts)
