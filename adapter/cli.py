@@ -95,9 +95,9 @@ class _LazyGroup(click.Group):
     one-file `claim` starts fast."""
 
     lazy: ClassVar[dict[str, str]] = {
-        "sync": "adapter.fhircli:sync",
-        "subscribe": "adapter.fhircli:subscribe",
-        "sandbox": "adapter.fhircli:sandbox",
+        "sync": "adapter.server.commands:sync",
+        "subscribe": "adapter.server.commands:subscribe",
+        "sandbox": "adapter.server.commands:sandbox",
         "serve": "adapter.service.cli:serve",
         "queue": "adapter.service.cli:queue",
     }
@@ -189,7 +189,7 @@ def check(
 @click.option("--format", "output_format", type=click.Choice(["text", "markdown"]), default="text")
 def rules(payer: str | None, output_format: str) -> None:
     """List a rule pack's rules: id, version, severity, CARC and citation."""
-    from .docs import rules_markdown, rules_text
+    from .rules.docs import rules_markdown, rules_text
     from .rules.packs import available_packs
     from .rules.selection import load_pack
 

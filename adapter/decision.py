@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from .code import Coding, coding_tables
+from .coding import Coding, coding_tables
 from .model import Case, ClaimLine, Diagnosis, EvidenceItem, Parties, Party, Use, label_guidance
 from .read.uses import DISABILITY_LOINC, PAIN_LOINC
 from .rules.engine import DiagnosisCheck

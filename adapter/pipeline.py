@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .code import Coding
-from .code import code_session as code_lines
+from .coding import Coding
+from .coding import code_session as code_lines
 from .decision import ClaimDecision, decide
 from .errors import UsageError
-from .ingest import DEFAULT_MAX_INPUT_BYTES, ResourceIndex, parse_bytes
+from .fhir.ingest import DEFAULT_MAX_INPUT_BYTES, ResourceIndex, parse_bytes
 from .model import Case, SessionRef, Use
 from .read.catalog import choose_session
 from .read.catalog import list_sessions as catalog_sessions

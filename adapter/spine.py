@@ -7,8 +7,8 @@ from functools import cache
 from itertools import pairwise
 from typing import Literal
 
-from .data import load_toml
 from .errors import RulePackError
+from .tables import load_toml
 
 Side = Literal["left", "right", "bilateral"]
 Region = Literal["cervical-thoracic", "lumbar-sacral"]

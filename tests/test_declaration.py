@@ -13,7 +13,7 @@ from builders import CaseBuilder
 from conftest import REPO
 
 from adapter.errors import InvalidR4Error, UndeclaredUseError
-from adapter.ingest import parse_bytes
+from adapter.fhir.ingest import parse_bytes
 from adapter.read import uses
 from adapter.read.access import Access
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import REPO, run_cli
 
-from adapter.docs import rules_markdown
+from adapter.rules.docs import rules_markdown
 from adapter.rules.packs import available_packs
 from adapter.rules.selection import load_pack
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from adapter.errors import UsageError
 from adapter.fhir.auth import BearerToken, SmartBackendServices
 from adapter.fhir.client import make_client
-from adapter.fhircli import sandbox, subscribe, sync
-from adapter.fhiroptions import server_options_from
+from adapter.server.commands import sandbox, subscribe, sync
+from adapter.server.options import server_options_from
 from adapter.service.cli import serve
 from adapter.service.handler import SyncHandler
 from adapter.service.queue import JobQueue

@@ -78,7 +78,7 @@ def _private_uses(path: Path) -> list[str]:
 
 
 def test_the_fhir_package_touches_no_private_attribute_of_another_object() -> None:
-    assert [p.name for p in FHIR_MODULES] == ["__init__.py", "auth.py", "client.py", "responses.py", "transport.py"]
+    assert {"auth.py", "client.py", "responses.py", "transport.py"} <= {p.name for p in FHIR_MODULES}
     assert [use for path in FHIR_MODULES for use in _private_uses(path)] == []
 
 

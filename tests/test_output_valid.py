@@ -13,7 +13,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from golden import CASES_DIR, case_files
 
-from adapter import r4schema
+from adapter.fhir import r4schema
 from adapter.errors import InputError
 from adapter.pipeline import Options, process
 

@@ -15,10 +15,10 @@ import pytest
 from builders import CaseBuilder, rule_ids
 from conftest import REPO
 
-from adapter.data import load_toml
 from adapter.errors import RulePackError
 from adapter.model import CoverageFacts
 from adapter.rules.selection import choose_pack, load_pack
+from adapter.tables import load_toml
 
 SitePack = Callable[[str, str], Path]
 ACME_ID = "http://acme.example/payer-id"

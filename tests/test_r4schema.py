@@ -1,4 +1,4 @@
-"""Tests for adapter.r4schema, the structural FHIR R4 validator."""
+"""Tests for adapter.fhir.r4schema, the structural FHIR R4 validator."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter import r4schema
-from adapter.r4schema import SchemaIssue, is_r4_resource_type, r4_resource_types, validate
+from adapter.fhir import r4schema
+from adapter.fhir.r4schema import SchemaIssue, is_r4_resource_type, r4_resource_types, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / ".cache" / "r4-examples" / "package"
@@ -692,9 +692,8 @@ def test_import_is_lazy() -> None:
     import subprocess
     import sys
 
-    code = (
-        "import adapter.r4schema as m; print(m._datatypes is None and not m._resources and 'orjson' not in m.__dict__)"
-    )
+    check = "m._datatypes is None and not m._resources and 'orjson' not in m.__dict__"
+    code = f"import adapter.fhir.r4schema as m; print({check})"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 

@@ -10,13 +10,13 @@ import pytest
 from builders import CaseBuilder, rule_ids
 from conftest import REPO
 
-from adapter.data import load_toml
 from adapter.errors import RulePackError
 from adapter.rules import engine
 from adapter.rules.context import Context, Hit
 from adapter.rules.packs import available_packs, read_pack
 from adapter.rules.registry import RULE_IDS, RULE_NOT_APPLIED, RULES
 from adapter.rules.selection import load_pack
+from adapter.tables import load_toml
 
 SitePack = Callable[[str, str], Path]
 

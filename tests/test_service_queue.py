@@ -631,7 +631,7 @@ def test_serve_accepts_server_urls(serve_in_process: Any, base: str, kept: str) 
 def test_serve_and_subscribe_read_the_same_hook_token_variable(
     serve_in_process: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from adapter.fhircli import subscribe
+    from adapter.server.commands import subscribe
 
     [token_option] = [p for p in subscribe.params if p.name == "hook_token"]
     assert token_option.envvar == "FACET_ADAPTER_HOOK_TOKEN"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from adapter.ingest import index_resources, parse_bytes
+from adapter.fhir.ingest import index_resources, parse_bytes
 from adapter.model import SessionRef
 from adapter.pipeline import Options, code_session, list_sessions, process, process_index
 from adapter.read import catalog, procedures

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark ``adapter.r4schema.validate`` against ``orjson.loads`` of the same bytes, in one run.
+"""Benchmark ``adapter.fhir.r4schema.validate`` against ``orjson.loads`` of the same bytes, in one run.
 
 Prints µs per validation for a ~2 KB Procedure and, when ``.cache/r4-examples`` is present
 (``tools/fetch-r4-examples``), for a pass over the whole official R4 example corpus, plus schema
@@ -125,7 +125,7 @@ def main() -> int:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    from adapter import r4schema
+    from adapter.fhir import r4schema
 
     t_import = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -140,7 +140,7 @@ def main() -> int:
     loaded = orjson.loads(raw)
     v = per_call_us(lambda: r4schema.validate(loaded))
     o = per_call_us(lambda: orjson.loads(raw))
-    print(f"import adapter.r4schema:             {t_import * 1e3:7.2f} ms")
+    print(f"import adapter.fhir.r4schema:             {t_import * 1e3:7.2f} ms")
     print(f"load resource type index:            {t_index * 1e3:7.2f} ms")
     print(f"first Procedure validation (loads):  {t_first * 1e3:7.2f} ms")
     print(f"Procedure ({len(raw)} bytes):")

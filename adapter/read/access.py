@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import UndeclaredUseError
-from ..fhirpath import get_str, reference_of
-from ..ingest import Res, ResourceIndex
+from ..fhir.ingest import Res, ResourceIndex
+from ..fhir.values import get_str, reference_of
 from .uses import DECLARED_TYPES, PATIENT_TYPES, Follow, follow_of
 
 # Statuses that take a resource out of the record: never read, never checked.

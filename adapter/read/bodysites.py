@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..fhirpath import SNOMED, codings, concept_text, concept_words, dicts, get_str
-from ..ingest import Res
+from ..fhir.ingest import Res
+from ..fhir.systems import SNOMED
+from ..fhir.values import codings, concept_text, concept_words, dicts, get_str
 from ..model import Level, LevelFinding, LevelSource
 from ..spine import Side, spine
 from .access import Access

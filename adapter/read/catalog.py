@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from ..errors import NoDateOfServiceError, NoFacetProcedureError
-from ..ingest import Res, ResourceIndex
+from ..fhir.ingest import Res, ResourceIndex
 from ..model import FacetProcedure, SessionRef, Use
 from .access import Access
 from .facets import code_tables, is_facet

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..data import load_toml
-from ..fhirpath import (
-    LOINC,
-    SNOMED,
+from ..fhir.ingest import Res
+from ..fhir.systems import LOINC, SNOMED
+from ..fhir.values import (
     add_months,
     codings,
     concept_text,
@@ -24,8 +23,8 @@ from ..fhirpath import (
     parse_instant,
     period_start_end,
 )
-from ..ingest import Res
 from ..model import Evidence, EvidenceItem, FacetProcedure, Relief
+from ..tables import load_toml
 from .access import Access
 from .facets import code_tables, is_facet
 from .record import PatientRecord, observation_number

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..data import load_toml
-from ..fhirpath import CPT_LIKE_SYSTEMS, SNOMED, codings, concept_words, note_texts
-from ..ingest import Res
+from ..fhir.ingest import Res
+from ..fhir.systems import CPT_LIKE_SYSTEMS, SNOMED
+from ..fhir.values import codings, concept_words, note_texts
+from ..tables import load_toml
 from .wording import says_facet
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from ..fhirpath import CPT_LIKE_SYSTEMS, codings, get_str, parse_date, period_start_end
-from ..ingest import Res
+from ..fhir.ingest import Res
+from ..fhir.systems import CPT_LIKE_SYSTEMS
+from ..fhir.values import codings, get_str, parse_date, period_start_end
 from ..model import FacetProcedure, GuidanceValue
 from .access import UNATTRIBUTED, VOID_STATUSES, Access, patient_key
 from .facets import CodeTables

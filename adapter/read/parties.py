@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..fhirpath import codings, dicts, get_dict, get_str, parse_date
-from ..ingest import Res
+from ..fhir.ingest import Res
+from ..fhir.values import codings, dicts, get_dict, get_str, parse_date
 from ..model import Address, Parties, Party
 from .access import Access
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Literal
 
 from ..errors import UsageError
-from ..fhirpath import POS_LIKE, codings, dicts, get_dict, parse_date
-from ..ingest import Res
+from ..fhir.ingest import Res
+from ..fhir.systems import POS_LIKE
+from ..fhir.values import codings, dicts, get_dict, parse_date
 from ..model import Session
 from .access import Access
 from .procedures import provider_reference

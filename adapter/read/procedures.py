@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..fhirpath import (
-    CPT_LIKE_SYSTEMS,
-    ICD10CM_LIKE,
-    SNOMED,
+from ..fhir.ingest import Res
+from ..fhir.systems import CPT_LIKE_SYSTEMS, ICD10CM_LIKE, SNOMED
+from ..fhir.values import (
     codings,
     concept_text,
     concept_words,
@@ -21,7 +20,6 @@ from ..fhirpath import (
     reference_of,
 )
 from ..icd10 import normalize
-from ..ingest import Res
 from ..model import FacetProcedure, Family, Intent
 from .access import UNATTRIBUTED, Access, patient_key
 from .bodysites import read_levels

@@ -7,9 +7,10 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from ..fhirpath import ICD10CM_LIKE, codings, dicts, get_dict, get_str, parse_date
+from ..fhir.ingest import Res
+from ..fhir.systems import ICD10CM_LIKE
+from ..fhir.values import codings, dicts, get_dict, get_str, parse_date
 from ..icd10 import normalize
-from ..ingest import Res
 from ..model import ConditionOnset, CoverageFacts, Diagnosis, Session
 from .access import Access
 

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from ..errors import NoFacetProcedureError
-from ..ingest import ResourceIndex
+from ..fhir.ingest import ResourceIndex
 from ..model import Case, FacetProcedure, Session, SessionRef, Use
 from .access import UNATTRIBUTED, VOID_STATUSES, Access
 from .catalog import CatalogEntry, choose_session, facet_catalog, wanted_type

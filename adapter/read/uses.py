@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..fhirpath import CPT, HCPCS, HCPCS_HTTPS, LOINC
+from ..fhir.systems import CPT, HCPCS, HCPCS_HTTPS, LOINC
 from .facets import code_tables
 
 PAIN_LOINC = "72514-3"  # pain severity 0-10, reported

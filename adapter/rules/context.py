@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..code import Coding, Group
+from ..coding import Coding, Group
 from ..model import Case, ConditionOnset, Diagnosis
 from .packs import Pack
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..fhirpath import add_months
+from ..fhir.values import add_months
 from .context import Context, Hit, who
 
 

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 
 from .. import icd10
-from ..code import Coding
+from ..coding import Coding
 from ..model import Case, ConditionOnset, Diagnosis
 from .context import Context, DiagnosisCheck, Hit, ProfileSource
 from .findings import SEVERITY_ORDER, Finding

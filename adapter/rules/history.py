@@ -7,8 +7,8 @@ import datetime as dt
 import re
 from collections.abc import Iterator
 
-from ..code import Group, group_levels
-from ..fhirpath import add_months
+from ..coding import Group, group_levels
+from ..fhir.values import add_months
 from ..model import FacetProcedure, Session
 from ..spine import Region
 from .context import Context, Hit, levels_text, who

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ..data import load_toml, mappings_dir, overlay_dir
 from ..errors import RulePackError, UsageError
 from ..spine import Region
+from ..tables import load_toml, mappings_dir, overlay_dir
 
 Severity = Literal["error", "warning", "information"]
 IssueType = Literal[

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from ..code import Group
+from ..coding import Group
 from ..model import label_guidance
 from ..spine import Region
 from .context import Context, Hit, levels_text, who

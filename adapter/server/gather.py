@@ -13,9 +13,9 @@ from typing import Any
 
 from ..errors import FhirNotFound, FhirRequestRejected, NoFacetProcedureError, UsageError
 from ..fhir.client import FhirClient
+from ..fhir.ingest import ResourceIndex, index_resources
 from ..fhir.responses import parse_location
-from ..fhirpath import add_months, parse_date, period_start_end, reference_of
-from ..ingest import ResourceIndex, index_resources
+from ..fhir.values import add_months, parse_date, period_start_end, reference_of
 from ..read.access import values_at
 from ..read.uses import FOLLOWED, HISTORY_MONTHS, PATIENT_TYPES, REVERSE, code_tokens
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..decision import NAMESPACE
 from ..fhir.client import FhirClient
-from ..fhirpath import reference_holders
+from ..fhir.values import reference_holders
 
 
 def as_transaction(raw: bytes, *, id_prefix: str = "", name: str = "input") -> dict[str, Any]:
@@ -19,7 +19,7 @@ def as_transaction(raw: bytes, *, id_prefix: str = "", name: str = "input") -> d
     `PUT {Type}/{id}` entries, so loading it twice changes nothing. References between its
     resources (relative, absolute, urn:uuid) become relative `Type/id`; with `id_prefix` every id
     is prefixed, so several files (or test runs) that reuse ids do not overwrite each other."""
-    from ..ingest import parse_bytes
+    from ..fhir.ingest import parse_bytes
 
     index = parse_bytes(raw, name=name)
     top = [res for res in index.resources if res.type != "Bundle" and res.container is None]

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..fhir.client import FhirClient
-from ..fhirpath import reference_of
+from ..fhir.values import reference_of
 from ..pipeline import Result
 from ..writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM
 from .outcome import SyncOutcome

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import FhirNotFound, InputError, NoFacetProcedureError, UsageError
 from ..fhir.client import FhirClient
 from ..fhir.responses import parse_location
-from ..fhirpath import reference_of
+from ..fhir.values import reference_of
 from ..pipeline import Options, Result, process_index
 from ..read.uses import facet_code_tokens
 from .gather import ID_SYNTAX, date_of, focus_key, gather, server_index

@@ -14,8 +14,8 @@ import orjson
 
 from ..errors import UsageError
 from ..fhir.auth import build_auth
-from ..fhiroptions import fhir_server_options, hook_token_option, server_options_from
 from ..model import Use
+from ..server.options import fhir_server_options, hook_token_option, server_options_from
 from .queue import STATES, Job, JobQueue, QueueLock, RetryPolicy, State, iso
 from .settings import DEFAULT_DB, HOOK_TOKEN_ENV, MIB, Settings, check_fhir_base
 

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 from ..errors import UsageError
 from ..fhir.auth import AuthOptions
 from ..fhir.client import ServerOptions
-from ..fhiroptions import HOOK_TOKEN_ENV
 from ..model import Use
+from ..server.options import HOOK_TOKEN_ENV
 from .queue import RetryPolicy
 
 __all__ = ["DEFAULT_DB", "HOOK_TOKEN_ENV", "MIB", "Settings", "check_fhir_base"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from ..decision import ClaimDecision
-from ..ingest import ResourceIndex
+from ..fhir.ingest import ResourceIndex
 from .fhir_claim import claim_bundle
 from .outcome import decision_outcome
 from .review import review_text

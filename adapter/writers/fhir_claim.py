@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..code import coding_tables
+from ..coding import coding_tables
 from ..decision import NAMESPACE, ClaimDecision, DecidedLine, EvidenceEntry
-from ..fhirpath import CPT, ICD10CM, POS_SYSTEM, reference_holders
-from ..ingest import Res, ResourceIndex
+from ..fhir.ingest import Res, ResourceIndex
+from ..fhir.systems import CPT, ICD10CM, POS_SYSTEM
+from ..fhir.values import reference_holders
 
 log = logging.getLogger(__name__)
 

@@ -15,25 +15,25 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 import orjson
 
-from .errors import AdapterError, FhirProtocolError, UsageError
-from .fhir.client import FhirClient, make_client
-from .fhir.responses import entry_results, outcome_errors
-from .fhiroptions import fhir_server_options, hook_token_option, server_options_from
-from .read.uses import FACET_CODE_SYSTEMS, facet_code_tokens, facet_codes
-from .server.loader import as_transaction, prefixed_id, transaction_chunks
-from .server.sync import SyncOutcome, combined_exit, failed_outcome, sync_patient, sync_procedure, sync_since
+from ..errors import AdapterError, FhirProtocolError, UsageError
+from ..fhir.client import FhirClient, make_client
+from ..fhir.responses import entry_results, outcome_errors
+from ..read.uses import FACET_CODE_SYSTEMS, facet_code_tokens, facet_codes
+from .loader import as_transaction, prefixed_id, transaction_chunks
+from .options import fhir_server_options, hook_token_option, server_options_from
+from .sync import SyncOutcome, combined_exit, failed_outcome, sync_patient, sync_procedure, sync_since
 
 if TYPE_CHECKING:
-    from .model import Use
+    from ..model import Use
 
 _DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 SUBSCRIPTION_TAG_SYSTEM = "urn:facet-adapter:subscription"
 SUBSCRIPTION_TAG = "facet-procedures"
-REPO_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REPO_EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # a checkout: adapter/server/ → the repository
 
 
 def _pipeline_options(payer: str | None, use: str, pos: str | None, prior_auth: str | None) -> Any:
-    from .pipeline import Options, validate_options
+    from ..pipeline import Options, validate_options
 
     options = Options(
         payer=payer.lower() if payer else None, use=cast("Use", use), pos=pos, prior_auth=prior_auth or None
@@ -249,7 +249,7 @@ def load_example(client: FhirClient, directory: Path, id_prefix: str) -> dict[st
 
 def example_sessions(directory: Path, options: Any) -> list[str]:
     """Focus keys of every session in the example: its earlier facet sessions, then the latest."""
-    from .pipeline import process
+    from ..pipeline import process
 
     source = next(iter(sorted(directory.glob("input.*"))))
     result = process(source.read_bytes(), options, name=source.name)
@@ -258,7 +258,7 @@ def example_sessions(directory: Path, options: Any) -> list[str]:
 
 
 def sandbox_rows(client: FhirClient, root: Path, prefix: str) -> list[tuple[str, SyncOutcome]]:
-    from .pipeline import Options
+    from ..pipeline import Options
 
     rows: list[tuple[str, SyncOutcome]] = []
     for directory in example_dirs(root):

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from .fhir.auth import DEFAULT_SMART_SCOPE, SMART_ALGORITHMS, AuthOptions
-from .fhir.client import ServerOptions
+from ..fhir.auth import DEFAULT_SMART_SCOPE, SMART_ALGORITHMS, AuthOptions
+from ..fhir.client import ServerOptions
 
 FHIR_TOKEN_ENV = "FACET_ADAPTER_FHIR_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
 # The secret the FHIR server sends on each notification: `serve --hook-token` checks it and

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import textwrap
 
-from .rules.packs import Pack, SelectionMatch
-from .rules.selection import DEFAULT_PACK
+from .packs import Pack, SelectionMatch
+from .selection import DEFAULT_PACK
 
 
 def rules_markdown(packs: list[Pack]) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
+from ..errors import ErrorDetail, InputTooLargeError, InvalidR4Error, NotFhirError, NotJsonError
 from . import r4schema
-from .errors import ErrorDetail, InputTooLargeError, InvalidR4Error, NotFhirError, NotJsonError
-from .fhirpath import parse_instant
+from .values import parse_instant
 
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from .data import load_toml
 from .errors import RulePackError
 from .model import ClaimLine, FacetProcedure, Family, Intent, Level, LineLevel, Session
 from .read.facets import code_tables
 from .rules.packs import Billing
 from .spine import Region, Side, spine, union_side
+from .tables import load_toml
 
 _SIDE_MODIFIER = {"left": "LT", "right": "RT"}
 

@@ -63,10 +63,13 @@ class _Full(Exception):
 
 
 def _data_dir() -> Path:
-    installed = Path(__file__).parent / "mappings" / "fhir-r4"
+    # In a wheel the tables travel inside the package (adapter/mappings); in a checkout they sit
+    # beside it (mappings/).
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "mappings" / "fhir-r4"
     if installed.exists():
         return installed
-    return Path(__file__).parent.parent / "mappings" / "fhir-r4"
+    return package.parent / "mappings" / "fhir-r4"
 
 
 _lock = threading.Lock()
