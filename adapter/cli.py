@@ -1,8 +1,9 @@
 """The command line: a thin shell over `adapter.pipeline` (docs/cli.md).
 
 Exit statuses: 0 no error finding, 1 written but held, 2 input or usage error, 3 internal error,
-4 FHIR server error. Errors go to standard error as an OperationOutcome, never as a traceback
-(set FACET_ADAPTER_DEBUG=1 to see one).
+4 FHIR server error. Errors go to standard error, never as a traceback (set FACET_ADAPTER_DEBUG=1
+to see one): one `error: …` line on a terminal, else (or with `--error-format json`) an
+OperationOutcome (docs/cli.md, standard output and standard error).
 """
 
 from __future__ import annotations
@@ -23,10 +24,38 @@ from .errors import EXIT_INPUT, EXIT_INTERNAL, AdapterError, UsageError
 _DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
 
+class _ErrorFormat:
+    """How errors are written: `--error-format`, else by whether standard error is a terminal.
+    Set by the group's callback, which click runs before it parses the subcommand's options."""
+
+    chosen: str | None = None
+
+
 def _emit_error(outcome: dict[str, Any], code: int) -> NoReturn:
-    sys.stderr.buffer.write(orjson.dumps(outcome, option=_DUMP))
+    chosen = _ErrorFormat.chosen or ("text" if sys.stderr.isatty() else "json")
+    if chosen == "text":
+        sys.stderr.write(error_line(outcome) + "\n")
+    else:
+        sys.stderr.buffer.write(orjson.dumps(outcome, option=_DUMP))
     sys.stderr.flush()
     raise SystemExit(code)
+
+
+def error_line(outcome: dict[str, Any]) -> str:
+    """One line a person reads: the error's message, and how many located problems it has with
+    the first of them (the OperationOutcome keeps them all)."""
+    issues = [issue for issue in outcome.get("issue", []) if isinstance(issue, dict)]
+    texts = [str(issue.get("details", {}).get("text", "")).strip() for issue in issues]
+    line = f"error: {texts[0] if texts and texts[0] else 'unknown error'}"
+    located = issues[1:]
+    if located:
+        first = texts[1]
+        where = located[0].get("expression") or []
+        if where:
+            first = f"{first} (at {where[0]})"
+        more = " (all of them with --error-format json)" if len(located) > 1 else ""
+        line = f"{line} First: {first}{more}"
+    return " ".join(line.split())
 
 
 def _fail(error: AdapterError) -> NoReturn:
@@ -117,8 +146,16 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="facet-adapter")
-def cli() -> None:
+@click.option(
+    "--error-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="How errors go to standard error: text (one line) or json (an OperationOutcome). "
+    "Default: text on a terminal, else json.",
+)
+def cli(error_format: str | None) -> None:
     """Code and check facet joint interventions from FHIR R4 input, and write Claim Bundles."""
+    _ErrorFormat.chosen = error_format
 
 
 @cli.command()
