@@ -285,7 +285,7 @@ def _format(
     lines = []
     for modifiers, line_side in variants:
         reasons = {modifier: _side_reason(modifier, side) for modifier in modifiers}
-        left_off = {} if modifiers else {"RT, LT or 50": "the record gives no side for the level (laterality-unknown)"}
+        left_off = {} if modifiers else {"RT, LT or 50": "no side is recorded for the level (laterality-unknown)"}
         if kx:
             reasons["KX"] = kx_reason
         elif kx_reason:
@@ -314,21 +314,21 @@ def _kx(family: Family, intent: Intent | None, billing: Billing) -> tuple[bool, 
     if not billing.kx_on_diagnostic_injections:
         return False, "this payer profile asks for no KX" if family == "injection" and intent == "diagnostic" else ""
     if family == "ablation":
-        return False, "radiofrequency ablation lines never take KX; the payer asks for it on diagnostic injections only"
+        return False, "radiofrequency ablation; the payer asks for KX on diagnostic injections only"
     if intent == "diagnostic":
-        return True, "a diagnostic injection: the payer asks for KX on every diagnostic facet injection line"
+        return True, "diagnostic injection; the payer asks for KX on every diagnostic facet injection line"
     if intent == "therapeutic":
-        return False, "a therapeutic injection; the payer asks for KX on diagnostic injections only"
+        return False, "therapeutic injection; the payer asks for KX on diagnostic injections only"
     return False, "the record does not say whether the injection is diagnostic (intent-unknown)"
 
 
 def _side_reason(modifier: str, side: Side | None) -> str:
     if modifier == "50":
-        return "both sides, billed as one line with modifier 50 as this payer profile bills a bilateral level"
+        return "bilateral; this payer profile bills both sides on one line"
     name = "right" if modifier == "RT" else "left"
     if side == "bilateral":
-        return f"the {name} side of a bilateral level: this payer profile bills each side on its own line (RT and LT)"
-    return f"the {name} side only"
+        return f"{name} side of a bilateral level; this payer profile bills each side on its own line"
+    return f"{name} side only"
 
 
 def _rationale(group: Group, code: str) -> str:
