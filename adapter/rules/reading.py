@@ -102,9 +102,9 @@ def input_corrected(ctx: Context) -> Iterator[Hit]:
         group = correction.group
         changes = []
         if correction.removed:
-            changes.append(", ".join(correction.removed) + " dropped")
+            changes.append("removed " + ", ".join(correction.removed))
         if correction.added:
-            changes.append(", ".join(correction.added) + " added")
+            changes.append("added " + ", ".join(correction.added))
         yield Hit(
             f"{who(p.key for p in group.procedures)}: the record codes {levels_text(group)} ({group.label}) "
             f"as {', '.join(correction.input_codes)}; the claim uses {', '.join(correction.derived_codes)} "
