@@ -174,20 +174,25 @@ def claim(
     from .writers.review import claim_summary
 
     result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
-    payload = orjson.dumps(result.bundle, option=_DUMP)
-    if output:
-        target = Path(output)
-        temporary = target.with_name(f".{target.name}.partial")
-        try:
-            temporary.write_bytes(payload)
-            temporary.replace(target)
-        except OSError as exc:
-            raise UsageError(f"Cannot write {output} ({exc.strerror}).") from None
-    else:
-        sys.stdout.buffer.write(payload)
-        sys.stdout.flush()
+    _write(orjson.dumps(result.bundle, option=_DUMP), output)
     sys.stderr.write(claim_summary(result.decision))
     raise SystemExit(result.exit_code)
+
+
+def _write(payload: bytes, output: str | None) -> None:
+    """To standard output, or to a file through a temporary one renamed into place, so the file
+    is never left half-written."""
+    if not output:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+        return
+    target = Path(output)
+    temporary = target.with_name(f".{target.name}.partial")
+    try:
+        temporary.write_bytes(payload)
+        temporary.replace(target)
+    except OSError as exc:
+        raise UsageError(f"Cannot write {output} ({exc.strerror}).") from None
 
 
 @cli.command()
@@ -195,10 +200,12 @@ def claim(
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json", "html"]),
     default=None,
-    help="text: a review table; json: an OperationOutcome. Default: text on a terminal, else json.",
+    help="text: the coder's review; json: an OperationOutcome; html: the review as one self-contained page. "
+    "Default: text on a terminal, else json.",
 )
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), help="Write the result here, not stdout.")
 def check(
     source: str,
     payer: str | None,
@@ -207,17 +214,15 @@ def check(
     prior_auth: str | None,
     max_input_mb: float,
     output_format: str | None,
+    output: str | None,
 ) -> None:
     """Print the findings for the latest session in INPUT."""
-    from .writers.review import review_text
+    from .writers import writer
 
     result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
-    chosen = output_format or ("text" if sys.stdout.isatty() else "json")
-    if chosen == "json":
-        sys.stdout.buffer.write(orjson.dumps(result.outcome(), option=_DUMP))
-    else:
-        sys.stdout.write(review_text(result.decision))
-    sys.stdout.flush()
+    chosen = output_format or ("text" if sys.stdout.isatty() and not output else "json")
+    name = {"json": "outcome"}.get(chosen, chosen)
+    _write(writer(name).write(result.decision, result.index), output)
     raise SystemExit(result.exit_code)
 
 
