@@ -13,6 +13,18 @@ _WIDTH = 100
 _INDENT = " " * 14
 
 
+def _wrap(text: str, initial: str, subsequent: str) -> list[str]:
+    # Never inside a word: resource ids, codes and options (Procedure/mbb-l4l5, --prior-auth) stay whole.
+    return textwrap.wrap(
+        text,
+        _WIDTH,
+        initial_indent=initial,
+        subsequent_indent=subsequent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
+
+
 def review_text(decision: ClaimDecision) -> str:
     """The coder's pre-claim review as text; the HTML page (adapter/writers/html.py) says the same
     things (adapter/writers/wording.py)."""
@@ -36,7 +48,7 @@ def review_text(decision: ClaimDecision) -> str:
                 f"{wording.levels_text(decided)[:28]:<28} {wording.code_reason(decided)}"
             )
             for note in wording.modifier_notes(decided):
-                out.extend(textwrap.wrap(note.text, _WIDTH, initial_indent=" " * 8, subsequent_indent=" " * 10))
+                out.extend(_wrap(note.text, " " * 8, " " * 10))
     out.append("")
     out.append("Diagnoses on the claim")
     if not decision.diagnoses:
@@ -67,7 +79,7 @@ def review_text(decision: ClaimDecision) -> str:
 
 def _finding_block(finding: Finding) -> list[str]:
     head = f"  {finding.severity.upper():<11} {finding.rule_id} (v{finding.rule_version}): "
-    lines = textwrap.wrap(finding.message, _WIDTH, initial_indent=head, subsequent_indent=_INDENT)
+    lines = _wrap(finding.message, head, _INDENT)
     detail = [f"Rule: {finding.citation}"]
     detail.extend(f"Policy: {url}" for _, url in finding.links)
     carc = wording.carc_sentence(finding)
@@ -82,7 +94,7 @@ def _finding_block(finding: Finding) -> list[str]:
         if text.startswith("Policy: "):
             lines.append(_INDENT + text)
             continue
-        lines.extend(textwrap.wrap(text, _WIDTH, initial_indent=_INDENT, subsequent_indent=" " * 16))
+        lines.extend(_wrap(text, _INDENT, " " * 16))
     return lines
 
 
