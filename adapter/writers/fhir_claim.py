@@ -20,6 +20,7 @@ from ..decision import NAMESPACE, ClaimDecision, DecidedLine, EvidenceEntry
 from ..fhir.ingest import Res, ResourceIndex
 from ..fhir.systems import CPT, ICD10CM, POS_SYSTEM
 from ..fhir.values import reference_holders
+from .outcome import decision_outcome
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,18 @@ def claim_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any
     bundle["type"] = "collection"
     bundle["timestamp"] = created
     bundle["entry"] = [{"fullUrl": f"urn:uuid:{decision.identifier}", "resource": claim}, *body]
+    if decision.held:
+        bundle["entry"].append(held_reasons(decision))
     return bundle
+
+
+def held_reasons(decision: ClaimDecision) -> dict[str, Any]:
+    """The last entry of a held claim's Bundle: the findings as an OperationOutcome, so whoever
+    reads the Bundle alone sees why the claim is held (docs/output.md, why a claim is held). Its
+    id and fullUrl derive from the claim identifier, like every other name in the Bundle."""
+    outcome_id = str(uuid.uuid5(NAMESPACE, "outcome:" + decision.identifier))
+    outcome = {"resourceType": "OperationOutcome", "id": outcome_id, **decision_outcome(decision)}
+    return {"fullUrl": f"urn:uuid:{outcome_id}", "resource": outcome}
 
 
 def server_claim(decision: ClaimDecision, index: ResourceIndex, base_url: str) -> dict[str, Any]:
