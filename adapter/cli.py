@@ -164,7 +164,7 @@ def _with_x12(function: Any) -> Any:
 def _x12_writer(use: str, x12: dict[str, Any]) -> Any:
     """The 837P writer for these options, its settings checked before the input is read."""
     from .writers import x12_837p_writer
-    from .writers.x12_837p import Overrides, X12Options, load_settings
+    from .writers.x12_837p import Overrides, X12Options, X12Writer
     from .writers.x12_837p.settings import config_path
 
     if use != "claim":
@@ -178,15 +178,14 @@ def _x12_writer(use: str, x12: dict[str, Any]) -> Any:
         delimiters=x12["delimiters"],
         state_file=Path(x12["x12_state"]) if x12["x12_state"] else None,
     )
-    config = config_path(x12["x12_config"])
-    load_settings(config, overrides)
     options = X12Options(
-        config=config,
+        config=config_path(x12["x12_config"]),
         overrides=overrides,
         control_number=x12["control_number"],
         void=x12["void"],
         payer_claim_number=x12["payer_claim_number"] or None,
     )
+    X12Writer(options).check()
     return x12_837p_writer(options)
 
 

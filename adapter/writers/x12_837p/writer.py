@@ -64,15 +64,19 @@ def _content(
 ) -> ClaimContent:
     if decision.use != "claim":
         raise UsageError("An 837P is a claim: --use preauthorization has no 837P (its X12 request is a 278).")
+    _usable(settings, charges)
+    chain = load_pack(decision.pack).chain
+    return claim_content(
+        decision, settings, charges, pack_chain=chain, frequency=frequency, payer_claim_number=payer_claim_number
+    )
+
+
+def _usable(settings: X12Settings, charges: Chargemaster) -> None:
     if charges.example and settings.usage_indicator == "P":
         raise UsageError(
             "The shipped chargemaster is an example: a production interchange (usage indicator P) needs the "
             "site's own (FACET_ADAPTER_PACKS/chargemaster.toml with example = false)."
         )
-    chain = load_pack(decision.pack).chain
-    return claim_content(
-        decision, settings, charges, pack_chain=chain, frequency=frequency, payer_claim_number=payer_claim_number
-    )
 
 
 class X12Writer:
@@ -84,6 +88,10 @@ class X12Writer:
 
     def settings(self) -> X12Settings:
         return load_settings(config_path(self.options.config), self.options.overrides)
+
+    def check(self) -> None:
+        """The settings and the chargemaster can be used together (run before the input is read)."""
+        _usable(self.settings(), load_chargemaster())
 
     def frequency(self, decision: ClaimDecision, settings: X12Settings, charges: Chargemaster) -> Frequency:
         """The frequency code the claim would be sent with now, from the state file's record."""
