@@ -31,6 +31,8 @@ NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 # PAT01 from the FHIR subscriber-relationship code: a patient who is not the subscriber.
 PATIENT_RELATIONSHIP = {"spouse": "01", "common": "01", "child": "19"}
 OTHER_RELATIONSHIP = "G8"
+# DMG03 from Patient.gender: other and unknown are U.
+_GENDER: dict[str, Gender] = {"female": "F", "male": "M"}
 _PERSONS = frozenset({"Patient", "RelatedPerson", "Practitioner"})
 
 
@@ -243,7 +245,7 @@ class _Reader:
             if birth is None:
                 self.lack(f"{loop} DMG02", f"{role} birth date", f"{who} has no birth date on record.")
         gender = party.gender if party is not None else None
-        return Person(name, place, birth, {"female": "F", "male": "M"}.get(gender or "", "U"))  # type: ignore[arg-type]
+        return Person(name, place, birth, _GENDER.get(gender or "", "U"))
 
 
 def claim_content(
