@@ -158,9 +158,72 @@ def cli(error_format: str | None) -> None:
     _ErrorFormat.chosen = error_format
 
 
+# The formats `claim` writes (registered in adapter/writers/__init__.py); the Bundle is the default.
+CLAIM_FORMATS = ("fhir", "x12-837p")
+_x12_options = [
+    click.option("--x12-config", type=click.Path(dir_okay=False), help="X12 site configuration (TOML)."),
+    click.option("--x12-state", type=click.Path(dir_okay=False), help="X12 state file: control numbers, claims sent."),
+    click.option("--usage-indicator", type=click.Choice(["T", "P"]), help="ISA15: T test, P production."),
+    click.option("--submitter-id", help="1000A submitter id (also ISA06 / GS02)."),
+    click.option("--receiver-id", help="1000B receiver id (also ISA08 / GS03)."),
+    click.option("--delimiters", help="Four characters: element, component, repetition, segment (e.g. '*:^~')."),
+    click.option(
+        "--control-number",
+        type=click.IntRange(1, 999_999_999),
+        help="Interchange / group / transaction control number instead of the state file's counter.",
+    ),
+    click.option("--void", is_flag=True, help="Send the claim as a void (frequency code 8)."),
+    click.option("--payer-claim-number", help="The payer's claim number a replacement or void refers to (REF*F8)."),
+    click.option("--force", is_flag=True, help="Write the 837P of a held claim all the same (still exit 1)."),
+]
+
+
+def _with_x12(function: Any) -> Any:
+    for decorator in reversed(_x12_options):
+        function = decorator(function)
+    return function
+
+
+def _x12_writer(use: str, x12: dict[str, Any]) -> Any:
+    """The 837P writer for these options, its settings checked before the input is read."""
+    from .writers import x12_837p_writer
+    from .writers.x12_837p import Overrides, X12Options, X12Writer
+    from .writers.x12_837p.settings import config_path
+
+    if use != "claim":
+        raise UsageError(
+            "An 837P is a claim: --format x12-837p needs --use claim (a prior-authorization request is an X12 278)."
+        )
+    overrides = Overrides(
+        usage_indicator=x12["usage_indicator"],
+        submitter_id=x12["submitter_id"],
+        receiver_id=x12["receiver_id"],
+        delimiters=x12["delimiters"],
+        state_file=Path(x12["x12_state"]) if x12["x12_state"] else None,
+    )
+    options = X12Options(
+        config=config_path(x12["x12_config"]),
+        overrides=overrides,
+        control_number=x12["control_number"],
+        void=x12["void"],
+        payer_claim_number=x12["payer_claim_number"] or None,
+    )
+    X12Writer(options).check()
+    return x12_837p_writer(options)
+
+
 @cli.command()
 @_with_common
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), help="Write the Bundle here, not stdout.")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), help="Write the claim here, not stdout.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(CLAIM_FORMATS),
+    default="fhir",
+    show_default=True,
+    help="fhir: the Claim Bundle (or PAS request Bundle); x12-837p: an ASC X12 5010 837P interchange.",
+)
+@_with_x12
 def claim(
     source: str,
     payer: str | None,
@@ -169,14 +232,44 @@ def claim(
     prior_auth: str | None,
     max_input_mb: float,
     output: str | None,
+    output_format: str,
+    **x12: Any,
 ) -> None:
-    """Write the Claim Bundle (or PAS request Bundle) for the latest session in INPUT."""
+    """Write the Claim Bundle (or PAS request Bundle, or an X12 837P) for the latest session in INPUT."""
     from .writers.review import claim_summary
 
-    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
-    _write(orjson.dumps(result.bundle, option=_DUMP), output)
-    sys.stderr.write(claim_summary(result.decision))
-    raise SystemExit(result.exit_code)
+    if output_format != "x12-837p":
+        given = [name for name, value in x12.items() if value not in (None, False)]
+        if given:
+            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise UsageError(f"{names}: only with --format x12-837p.")
+        result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
+        _write(orjson.dumps(result.bundle, option=_DUMP), output)
+        sys.stderr.write(claim_summary(result.decision))
+        raise SystemExit(result.exit_code)
+    _claim_x12(source, _options(payer, use, pos, prior_auth, max_input_mb), _x12_writer(use, x12), output, x12["force"])
+
+
+def _claim_x12(source: str, options: Any, writer: Any, output: str | None, force: bool) -> NoReturn:
+    """The 837P: its own findings join the decision's; a held claim is written only with --force
+    (docs/cli.md, claim)."""
+    from .errors import ClaimNotWritableError
+    from .writers.review import claim_summary
+
+    result = _run(source, options)
+    decision = writer.prepare(result.decision)
+    summary = claim_summary(decision)
+    if decision.held and not force:
+        sys.stderr.write(summary + "837P not written: the claim is held (--force writes it all the same).\n")
+        raise SystemExit(decision.exit_code)
+    try:
+        payload = writer.write(decision, result.index)
+    except ClaimNotWritableError:
+        sys.stderr.write(summary)
+        raise
+    _write(payload, output)
+    sys.stderr.write(summary)
+    raise SystemExit(decision.exit_code)
 
 
 def _write(payload: bytes, output: str | None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal
@@ -25,7 +26,7 @@ from .fhir.ingest import ResourceIndex
 from .model import Case, ClaimLine, Diagnosis, EvidenceItem, Parties, Party, Use, label_guidance
 from .read.locations import Location, Locator
 from .read.uses import DISABILITY_LOINC, PAIN_LOINC
-from .rules.engine import DiagnosisCheck
+from .rules.engine import DiagnosisCheck, sort_findings
 from .rules.findings import Finding, holds_claim
 from .rules.packs import Pack, dx_regions
 from .tables import load_toml
@@ -222,6 +223,16 @@ def _carc_table() -> dict[str, str]:
 def carc_text(code: str | None) -> str | None:
     """A claim adjustment reason code in words (mappings/carc.toml), when the table has it."""
     return _carc_table().get(code) if code else None
+
+
+def with_findings(decision: ClaimDecision, extra: Iterable[Finding]) -> ClaimDecision:
+    """The decision with the findings an output format adds (the 837P's missing data, docs/output.md,
+    X12 837P): they join the others in finding order, and the status follows them as in `decide`."""
+    added = tuple(extra)
+    if not added:
+        return decision
+    findings = sort_findings([*decision.findings, *added])
+    return dataclasses.replace(decision, findings=tuple(findings), status="held" if holds_claim(findings) else "ready")
 
 
 def _pointers(line: ClaimLine, diagnoses: list[Diagnosis], pack: Pack) -> tuple[int, ...]:

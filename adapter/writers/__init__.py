@@ -3,6 +3,11 @@
 Each writer is a module that turns a `ClaimDecision` (and, where the format copies resources, the
 input's index) into bytes, plus one entry in `WRITERS` below. Adding a format is one new module
 and one registration; no writer decides anything about the claim.
+
+A format may need data the others do not (an 837P needs the billing provider's tax id): its
+`requirements` turn what the claim lacks into findings, which `prepare` adds to the decision before
+writing, so the exit status and the findings show them. A format whose `writes_held` is False
+writes a held claim only when the caller forces it (docs/output.md, X12 837P).
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from ..decision import ClaimDecision
+from ..decision import ClaimDecision, with_findings
 from ..fhir.ingest import ResourceIndex
+from ..rules.findings import Finding
 from .fhir_claim import claim_bundle
 from .outcome import decision_outcome
 from .review import review_text
+from .x12_837p import MEDIA_TYPE as X12_MEDIA_TYPE
+from .x12_837p import X12Options, X12Writer
 
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
@@ -27,6 +35,14 @@ class Writer:
     media_type: str
     description: str
     write: Callable[[ClaimDecision, ResourceIndex], bytes]
+    # Findings only this format raises: what it needs that the claim lacks.
+    requirements: Callable[[ClaimDecision], list[Finding]] | None = None
+    # Whether a held claim is written all the same (a draft FHIR Claim is; an 837P is not, unless forced).
+    writes_held: bool = True
+
+    def prepare(self, decision: ClaimDecision) -> ClaimDecision:
+        """The decision with this format's findings added (the same decision when it has none)."""
+        return with_findings(decision, self.requirements(decision)) if self.requirements else decision
 
 
 def _fhir_bundle(decision: ClaimDecision, index: ResourceIndex) -> bytes:
@@ -48,6 +64,20 @@ def _html(decision: ClaimDecision, index: ResourceIndex) -> bytes:
     return review_page(decision).encode()
 
 
+def x12_837p_writer(options: X12Options | None = None) -> Writer:
+    """The 837P writer with the given options; the registered one reads its settings from
+    FACET_ADAPTER_X12_CONFIG and keeps control numbers in the state file that names."""
+    x12 = X12Writer(options)
+    return Writer(
+        "x12-837p",
+        X12_MEDIA_TYPE,
+        "ASC X12 005010X222A1 837P professional claim (an interchange of one claim)",
+        x12.write,
+        x12.requirements,
+        writes_held=False,
+    )
+
+
 WRITERS: dict[str, Writer] = {
     writer.name: writer
     for writer in (
@@ -60,6 +90,7 @@ WRITERS: dict[str, Writer] = {
         Writer("outcome", "application/fhir+json", "the findings as a FHIR R4 OperationOutcome", _outcome),
         Writer("text", "text/plain; charset=utf-8", "the coder's pre-claim review", _review),
         Writer("html", "text/html; charset=utf-8", "the coder's pre-claim review as one self-contained page", _html),
+        x12_837p_writer(),
     )
 }
 
