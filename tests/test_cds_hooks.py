@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from adapter.cds import hooks
 from adapter.cds.discovery import prefetch_keys
+from adapter.cds.security import JwtVerifier, KeyStore, TokenRefused
 from adapter.cds.settings import CdsSettings
 from adapter.fhir import r4schema
 from adapter.service.app import create_app
@@ -554,11 +556,13 @@ def test_a_replayed_jti_is_refused(cds: Cds) -> None:
     assert "used before" in replay.json()["issue"][0]["details"]["text"]
 
 
-def test_without_ehr_keys_every_call_is_401(make_cds: Callable[..., Cds]) -> None:
+def test_without_ehr_keys_the_endpoints_are_not_served(make_cds: Callable[..., Cds], tmp_path: Path) -> None:
     cds = make_cds(jwks=())
     response = cds.client.get("/cds-services", headers=cds.ehr.auth(f"{BASE}/cds-services"))
-    assert response.status_code == 401
-    assert "--cds-client-jwks" in response.json()["issue"][0]["details"]["text"]
+    assert response.status_code == 404
+    assert "/cds-services" not in cds.client.get("/openapi.json").json()["paths"]
+    with pytest.raises(TokenRefused, match="--cds-client-jwks"):
+        JwtVerifier(KeyStore(()), [ISSUER]).verify(f"Bearer {cds.ehr.token(BASE)}", BASE)
 
 
 def test_logs_hold_ids_only(cds: Cds, caplog: pytest.LogCaptureFixture) -> None:
@@ -607,3 +611,104 @@ def test_the_readme_example_request_is_answered(cds: Cds) -> None:
     for name in ("covered", "pa-needed", "billingCode", "coverage", "coverage-assertion-id"):
         assert values(extension, name) == values(shown_extension, name), name
     assert [c["summary"] for c in got["cards"]] == [c["summary"] for c in shown["cards"]]
+
+
+def test_a_facet_draft_order_that_is_not_valid_r4_or_about_another_patient_is_400(cds: Cds) -> None:
+    case, key = planned()
+    body = request_for(case, [key])
+    body["context"]["draftOrders"]["entry"][0]["resource"]["occurrenceDateTime"] = "next tuesday"
+    response = cds.call(body)
+    assert response.status_code == 400
+    assert "not valid FHIR R4" in response.json()["issue"][0]["details"]["text"]
+    other = request_for(case, [key])
+    other["context"]["draftOrders"]["entry"][0]["resource"]["subject"] = {"reference": "Patient/someone-else"}
+    response = cds.call(other)
+    assert response.status_code == 400
+    assert "not about context.patientId" in response.text
+
+
+def test_a_failure_while_reading_the_record_is_answered_not_determined(
+    cds: Cds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(hooks, "assemble", broken)
+    case, key = planned()
+    response = cds.call(request_for(case, [key]))
+    assert response.status_code == 200
+    extension = extension_of(only_update(response.json()))
+    assert values(extension, "covered") == ["indeterminate"]
+    assert values(extension, "coverage") == [{"reference": "Coverage/cov"}]  # from the prefetch
+
+
+def test_a_hook_instance_that_is_not_an_id_is_not_logged(cds: Cds, caplog: pytest.LogCaptureFixture) -> None:
+    case, key = planned()
+    body = request_for(case, [key])
+    body["hookInstance"] = "Quintessa Zebulonova 1951-04-17"
+    caplog.set_level(logging.INFO)
+    assert cds.call(body).status_code == 200
+    assert "hook-" in caplog.text and "Quintessa" not in caplog.text
+
+
+# --------------------------------------------------------------------------- serve's options
+
+
+class _Started(Exception):
+    pass
+
+
+def test_serve_takes_the_cds_options_and_refuses_bad_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import uvicorn
+
+    from adapter.errors import UsageError
+    from adapter.service.cli import serve
+
+    started: list[Settings] = []
+
+    def fake_run(self: Any, *args: Any, **kwargs: Any) -> None:
+        started.append(self.config.app.state.settings)
+        raise _Started
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    ehr = Ehr(tmp_path)
+    base = ["--port", "8090", "--db", str(tmp_path / "q.sqlite"), "--fhir-base", "http://127.0.0.1:8080/fhir"]
+
+    def start(*args: str) -> Settings:
+        with pytest.raises(_Started):
+            serve.main([*base, *args], prog_name="serve", standalone_mode=False)
+        return started[-1]
+
+    cds_args = ["--cds-client-jwks", str(ehr.jwks_path), "--cds-issuer", ISSUER]
+    settings = start(
+        *cds_args,
+        "--cds-allowed-fhir-base",
+        "https://ehr.example.org/fhir/",
+        "--cds-allowed-fhir-base",
+        "https://b.example.org/r4",
+    )
+    assert settings.cds == CdsSettings(
+        base_url="http://127.0.0.1:8090",
+        jwks_sources=(str(ehr.jwks_path),),
+        issuers=(ISSUER,),
+        allowed_fhir_bases=("https://ehr.example.org/fhir", "https://b.example.org/r4"),
+    )
+    assert start().cds.enabled is False
+    assert start(*cds_args, "--cds-base-url", "https://crd.example.org/").cds.base_url == "https://crd.example.org"
+
+    private = tmp_path / "private.json"
+    private.write_text(json.dumps({"keys": [{**ehr.jwk, "d": "secret"}]}))
+    not_json = tmp_path / "not.json"
+    not_json.write_text("{")
+    for args, says in [
+        (["--cds-client-jwks", str(ehr.jwks_path)], "--cds-issuer"),
+        (["--cds-client-jwks", str(private), "--cds-issuer", ISSUER], "private key"),
+        (["--cds-client-jwks", str(not_json), "--cds-issuer", ISSUER], "cannot be read"),
+        (["--cds-client-jwks", str(tmp_path / "missing.json"), "--cds-issuer", ISSUER], "cannot be read"),
+        ([*cds_args, "--cds-allowed-fhir-base", "ftp://x/fhir"], "--cds-allowed-fhir-base"),
+        ([*cds_args, "--cds-base-url", "https://crd.example.org/?q=1"], "--cds-base-url"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(says)):
+            serve.main([*base, *args], prog_name="serve", standalone_mode=False)
+    with pytest.raises(UsageError, match="--cds-base-url"):
+        serve.main([*base[:1], "0", *base[2:], *cds_args], prog_name="serve", standalone_mode=False)

@@ -17,16 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InputError, NoDateOfServiceError, NoFacetProcedureError
+from ..fhir import r4schema
 from ..fhir.ingest import ResourceIndex, index_resources
-from ..fhir.values import get_dict, get_str, parse_date
+from ..fhir.values import get_dict, get_str, parse_date, reference_of
 from ..model import SessionRef
 from ..pipeline import Options, Result, process_index
 from ..read.catalog import choose_session, facet_catalog
 from .assessment import Assessment, assess, error_assessment, timeframe_assessment
 from .cards import notice_card, session_card
 from .extension import InvariantError, already_said, coverage_information, updated
-from .record import Record, ServerAccess, assemble
-from .request import HookCall
+from .record import PrefetchMissing, Record, ServerAccess, assemble, prefetched_coverages
+from .request import HookCall, HookRequestError
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,54 @@ def facet_orders(call: HookCall) -> list[dict[str, Any]]:
 
 
 def answer(call: HookCall, access: ServerAccess, *, now: dt.datetime | None = None) -> Answer:
-    """The answer to a validated call; raises `PrefetchMissing` (HTTP 412) only."""
-    orders = facet_orders(call)
-    result = Answer()
+    """The answer to a validated call. Raises `PrefetchMissing` (HTTP 412) and `HookRequestError`
+    (HTTP 400, a facet order that is not valid R4 or not about the context's patient) only."""
+    try:
+        orders = facet_orders(call)
+    except InputError as exc:
+        raise HookRequestError(f"context.draftOrders cannot be read: {exc.message}") from None
     if not orders:
-        log.info("hook %s: %d order(s), none a facet intervention to authorize", call.hook_instance, len(call.orders))
-        return result
-    record = assemble(call, orders, access)
-    today = (now or dt.datetime.now(dt.UTC)).date()
+        log.info("hook %s: %d order(s), none a facet intervention to authorize", call.log_id, len(call.orders))
+        return Answer()
+    _check_orders(call, orders)
     keys = [f"ServiceRequest/{order['id']}" for order in orders]
+    try:
+        result = _answer(call, assemble(call, orders, access), keys, now)
+    except PrefetchMissing:
+        raise
+    except Exception as exc:  # never a 500: a bug answers "not determined" and is logged
+        log.error("hook %s: answering failed (%s)", call.log_id, type(exc).__name__)
+        result = Answer()
+        today = (now or dt.datetime.now(dt.UTC)).date()
+        coverage = _fallback_coverage(Record([], coverages=prefetched_coverages(call)))
+        for key in keys:
+            _error(result, call, key, coverage, today, "The service failed while answering.")
+    log.info(
+        "hook %s: %d facet order(s): %s",
+        call.log_id,
+        len(keys),
+        ", ".join(f"{a.order} {a.covered}/{a.pa_needed or '-'}" for a in result.assessments) or "no coverage answer",
+    )
+    return result
+
+
+def _check_orders(call: HookCall, orders: Sequence[Mapping[str, Any]]) -> None:
+    """A facet draft order must be valid R4 (its update must be) and about the context's patient."""
+    for order in orders:
+        key = f"ServiceRequest/{order['id']}"
+        issues = r4schema.validate(order, max_issues=10)
+        if issues:
+            raise HookRequestError(
+                f"Draft order {key} is not valid FHIR R4.", [f"{key}: {i.path}: {i.message}" for i in issues]
+            )
+        subject = reference_of(order.get("subject")) or ""
+        if subject != f"Patient/{call.patient_id}" and not subject.endswith(f"/Patient/{call.patient_id}"):
+            raise HookRequestError(f"Draft order {key} is not about context.patientId.")
+
+
+def _answer(call: HookCall, record: Record, keys: list[str], now: dt.datetime | None) -> Answer:
+    result = Answer()
+    today = (now or dt.datetime.now(dt.UTC)).date()
     coverage = _fallback_coverage(record)
     if record.problem is not None:
         text = f"The EHR's FHIR server could not be read: {record.problem}"
@@ -86,18 +126,12 @@ def answer(call: HookCall, access: ServerAccess, *, now: dt.datetime | None = No
         except NoDateOfServiceError as exc:
             _timeframe(result, call, key, coverage, today, exc.message)
         except NoFacetProcedureError:
-            log.info("hook %s: %s is not a facet procedure to authorize; passed over", call.hook_instance, key)
+            log.info("hook %s: %s is not a facet procedure to authorize; passed over", call.log_id, key)
     for session_keys in sessions.values():
         _answer_session(result, call, index, record, session_keys, now)
     result.cards = result.cards[: call.max_cards]
     if not call.coverage_info:
         result.actions = []
-    log.info(
-        "hook %s: %d facet order(s): %s",
-        call.hook_instance,
-        len(keys),
-        ", ".join(f"{a.order} {a.covered}/{a.pa_needed or '-'}" for a in result.assessments) or "no coverage answer",
-    )
     return result
 
 
@@ -116,11 +150,6 @@ def _answer_session(
     except InputError as exc:
         for key in keys:
             _error(result, call, key, coverage, today, f"The record cannot be coded: {exc.message}")
-        return
-    except Exception as exc:  # never a 500: a bug answers "not determined" and is logged
-        log.error("hook %s: coding %s failed (%s)", call.hook_instance, keys[0], type(exc).__name__)
-        for key in keys:
-            _error(result, call, key, coverage, today, "The service failed while coding the order.")
         return
     decision = library.decision
     insurer = decision.parties.payer.display if decision.parties.payer is not None else library.pack.title
@@ -144,7 +173,7 @@ def _answer_session(
             assessment = assess(decision, key, library.pack, hook=call.hook, coverage_active=active)
             extension = coverage_information(assessment, call.crd_version)
         except InvariantError as exc:
-            log.error("hook %s: coverage information for %s broke an invariant: %s", call.hook_instance, key, exc)
+            log.error("hook %s: coverage information for %s broke an invariant: %s", call.log_id, key, exc)
             _error(result, call, key, decision.coverage, today, "The service failed while writing the answer.")
             continue
         session.append(assessment)

@@ -59,11 +59,16 @@ def cds_options() -> Callable[[F], F]:
 def cds_settings_from(options: MutableMapping[str, Any], *, host: str, port: int) -> CdsSettings:
     """Take the CDS options out of a command's keyword arguments, checked."""
     values = {name: options.pop(name, None) for name in _NAMES}
-    shown_host = f"[{host}]" if ":" in host else host
-    base_url = check_fhir_base(values["cds_base_url"] or f"http://{shown_host}:{port}", "--cds-base-url")
     jwks = tuple(values["cds_client_jwks"] or ())
     issuers = tuple(i.strip() for i in values["cds_issuers"] or () if i.strip())
     if jwks and not issuers:
         raise UsageError("--cds-client-jwks needs --cds-issuer: the EHRs' JWT issuers the service accepts.")
+    if values["cds_base_url"]:
+        base_url = check_fhir_base(values["cds_base_url"], "--cds-base-url")
+    elif jwks and port == 0:
+        raise UsageError("--port 0 picks a port at start: give --cds-base-url, the URL EHRs call the service at.")
+    else:
+        shown_host = f"[{host}]" if ":" in host else host
+        base_url = f"http://{shown_host}:{port}"
     allowed = tuple(check_fhir_base(b, "--cds-allowed-fhir-base") for b in values["cds_allowed_fhir_bases"] or ())
     return CdsSettings(base_url=base_url, jwks_sources=jwks, issuers=issuers, allowed_fhir_bases=allowed)

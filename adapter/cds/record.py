@@ -62,7 +62,6 @@ class ServerAccess:
 @dataclass(slots=True)
 class Record:
     resources: list[dict[str, Any]]  # the draft orders first; one resource per Type/id
-    read_from_server: bool = False
     problem: str | None = None  # the EHR's FHIR server failed: what is known is incomplete
     coverages: list[dict[str, Any]] = field(default_factory=list)  # the Coverages at hand, for error answers
 
@@ -120,6 +119,11 @@ def _resources_of(value: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     return found
 
 
+def prefetched_coverages(call: HookCall) -> list[dict[str, Any]]:
+    """The Coverages the prefetch holds (what an answer can name when nothing else worked)."""
+    return [r for r in from_prefetch(call)[0] if r.get("resourceType") == "Coverage"]
+
+
 def assemble(call: HookCall, focuses: Sequence[Mapping[str, Any]], access: ServerAccess) -> Record:
     """The record for the facet orders `focuses` (draft ServiceRequests of the call)."""
     drafts = list(call.orders)
@@ -152,18 +156,14 @@ def assemble(call: HookCall, focuses: Sequence[Mapping[str, Any]], access: Serve
     except FhirError as exc:
         log.warning(
             "hook %s: reading prefetch %s from the FHIR server failed (%s)",
-            call.hook_instance,
+            call.log_id,
             names,
             type(exc).__name__,
         )
-        return Record(_unique(known), read_from_server=True, problem=exc.message, coverages=coverages)
+        return Record(_unique(known), problem=exc.message, coverages=coverages)
     resources = _unique([*known, *gathered])
-    log.info("hook %s: read prefetch %s from the FHIR server", call.hook_instance, names)
-    return Record(
-        resources,
-        read_from_server=True,
-        coverages=[r for r in resources if r.get("resourceType") == "Coverage"],
-    )
+    log.info("hook %s: read prefetch %s from the FHIR server", call.log_id, names)
+    return Record(resources, coverages=[r for r in resources if r.get("resourceType") == "Coverage"])
 
 
 def _one_per_date(focuses: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

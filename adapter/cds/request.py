@@ -6,6 +6,7 @@ as CDS Hooks asks.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +15,12 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UsageError
+from ..fhir.r4schema import is_r4_resource_type
 from ..service.settings import check_fhir_base
 from .discovery import CRD_VERSIONS, DEFAULT_CRD_VERSION, DEFAULT_MAX_CARDS, Hook
 
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_LOGGABLE = re.compile(r"[A-Za-z0-9.\-]{1,64}")
 
 
 class HookRequestError(Exception):
@@ -77,8 +79,8 @@ class OrderContext(_Open):
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if not isinstance(resource, dict):
                 raise ValueError(f"entry[{position}] has no resource")
-            if not (isinstance(resource.get("resourceType"), str) and _TYPE.fullmatch(resource["resourceType"])):
-                raise ValueError(f"entry[{position}].resource has no resourceType")
+            if not is_r4_resource_type(resource.get("resourceType")):
+                raise ValueError(f"entry[{position}].resource has no R4 resourceType")
             if not (isinstance(resource.get("id"), str) and _ID.fullmatch(resource["id"])):
                 # CRD: draft orders carry a stable id, the one the coverage update is applied to.
                 raise ValueError(f"entry[{position}].resource has no valid id")
@@ -117,6 +119,14 @@ class HookCall:
     crd_version: str = DEFAULT_CRD_VERSION
     coverage_info: bool = True
     max_cards: int = DEFAULT_MAX_CARDS
+
+    @property
+    def log_id(self) -> str:
+        """How logs name the call: its hookInstance when that is an id (a UUID, as CDS Hooks asks),
+        else a digest of it, so that nothing the EHR wrote there reaches a log."""
+        if _LOGGABLE.fullmatch(self.hook_instance):
+            return self.hook_instance
+        return "hook-" + hashlib.sha256(self.hook_instance.encode()).hexdigest()[:12]
 
     def in_scope(self, key: str) -> bool:
         """Whether an order is asked about: every draft order on order-sign, the selected ones on

@@ -111,8 +111,10 @@ def cds_router(settings: Settings) -> APIRouter:
             async with slots:
                 result = await run_in_threadpool(answer, call, access)
         except PrefetchMissing as exc:
-            log.info("hook %s: prefetch %s missing and not readable", call.hook_instance, ", ".join(exc.keys))
+            log.info("hook %s: prefetch %s missing and not readable", call.log_id, ", ".join(exc.keys))
             raise ServiceError(412, "incomplete", exc.message, body=exc.to_operation_outcome()) from None
+        except HookRequestError as exc:
+            raise ServiceError(400, "invalid", exc.message, body=exc.to_operation_outcome()) from None
         return CdsResponse(result.body())
 
     return router

@@ -20,3 +20,8 @@ class CdsSettings:
     issuers: tuple[str, ...] = ()  # the EHRs' `iss` values the service accepts
     allowed_fhir_bases: tuple[str, ...] = ()  # fhirServer values the service may read from
     max_concurrency: int = 4  # hook calls answered at once; more wait for a slot
+
+    @property
+    def enabled(self) -> bool:
+        """The endpoints are served only to EHRs whose keys the operator gave."""
+        return bool(self.jwks_sources)

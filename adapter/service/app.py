@@ -402,7 +402,8 @@ def create_app(
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.include_router(cds_router(settings))  # GET /cds-services, POST /cds-services/{id} (docs/cds-hooks.md)
+    if settings.cds.enabled:  # GET /cds-services, POST /cds-services/{id} (docs/cds-hooks.md)
+        app.include_router(cds_router(settings))
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 

@@ -117,7 +117,8 @@ def serve(
         )
         server = uvicorn.Server(config)
         sys.stderr.write(f"facet-adapter serve: http://{host}:{port}/notify (queue {settings.db_path})\n")
-        sys.stderr.write(f"facet-adapter serve: CDS Hooks discovery at {cds.base_url}/cds-services\n")
+        if cds.enabled:
+            sys.stderr.write(f"facet-adapter serve: CDS Hooks discovery at {cds.base_url}/cds-services\n")
         if hook_token is None:
             where = "" if host in ("127.0.0.1", "localhost", "::1") else f" on {host}"
             sys.stderr.write(
