@@ -111,7 +111,8 @@ def main() -> int:
         f"p50 {percentile(times, 0.50):.1f} ms  p90 {percentile(times, 0.90):.1f} ms  "
         f"p99 {percentile(times, 0.99):.1f} ms  max {max(times):.1f} ms  mean {statistics.mean(times):.1f} ms"
     )
-    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
+    before, after = (", ".join(f"{v:.2f}" for v in load) for load in (load_before, load_after))
+    print(f"load average (1, 5, 15 min) before ({before}), after ({after})")
     return 0
 
 
