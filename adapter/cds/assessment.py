@@ -144,6 +144,70 @@ def order_lines(decision: ClaimDecision, order: str) -> list[BillingCode]:
     return codes
 
 
+@dataclass(slots=True)
+class _Effects:
+    """What the findings of a session say, before prior authorization is asked."""
+
+    not_covered: bool = False
+    technical: bool = False
+    conditional: bool = False
+    documentation: bool = False
+    info: list[InfoNeeded] = field(default_factory=list)
+    reasons: list[Reason] = field(default_factory=list)
+    details: list[Detail] = field(default_factory=list)
+    shaping: list[Finding] = field(default_factory=list)  # the findings the answer rests on
+
+
+def _effects(findings: Iterable[Finding]) -> _Effects:
+    effects = _Effects()
+    for finding in findings:
+        kind = kind_of(finding.rule_id)
+        if finding.severity == "information":
+            if finding.rule_id in _NOTED:
+                effects.details.append(Detail("cat-other", "instructions", finding.message, _qualification(finding)))
+            continue
+        if kind == "billing" or (finding.severity == "warning" and kind in ("detail", "technical", "prior-auth")):
+            text = f"{finding.message} {finding.hint}"
+            effects.details.append(Detail("cat-other", "instructions", text, _qualification(finding)))
+            continue
+        effects.shaping.append(finding)
+        effects.details.append(Detail("cat-limitation", "instructions", finding.hint, _qualification(finding)))
+        if finding.severity == "warning":
+            # A coverage or documentation rule the payer lets pass when the record documents it.
+            effects.documentation = True
+            effects.reasons.append(_reason("Documentation needed", finding))
+        elif kind == "coverage":
+            effects.not_covered = True
+            effects.reasons.append(_reason("Not covered as ordered", finding))
+        elif kind == "documentation":
+            effects.documentation = effects.conditional = True
+            effects.info.append("OTH")
+            effects.reasons.append(_reason("Documentation needed", finding))
+        elif kind == "detail":
+            effects.conditional = True
+            effects.info.append(_INFO_OF.get(finding.rule_id, "detail-code"))
+            effects.reasons.append(_reason("More detail needed", finding))
+        elif kind == "technical":
+            effects.technical = True
+            effects.reasons.append(_reason("Not determined", finding, code="technical"))
+        elif kind == "prior-auth":
+            effects.reasons.append(_reason("Prior authorization", finding))
+        else:  # a rule the table does not know yet
+            effects.conditional = True
+            effects.info.append("OTH")
+            effects.reasons.append(_reason("Held", finding))
+    return effects
+
+
+def _covered(effects: _Effects) -> Covered:
+    """Not covered over not determined over conditional over covered."""
+    if effects.not_covered:
+        return "not-covered"
+    if effects.technical:
+        return "indeterminate"
+    return "conditional" if effects.conditional else "covered"
+
+
 def assess(
     decision: ClaimDecision,
     order: str,
@@ -152,82 +216,40 @@ def assess(
     hook: Hook = "order-sign",
     coverage_active: bool = True,
 ) -> Assessment:
+    """The coverage information for `order`, one of the planned session's facet orders, from the
+    decision `check --use preauthorization` reaches for the record (docs/cds-hooks.md, from
+    findings to coverage information). `coverage_active` is false when the Coverage is not in
+    force on the date of service."""
     if decision.coverage is None:
         raise ValueError("a coverage-information extension needs a Coverage")
     billing = tuple(order_lines(decision, order))
-    reasons: list[Reason] = []
-    details: list[Detail] = []
-    info: list[InfoNeeded] = []
-    shaping: list[Finding] = []
-    not_covered = technical = conditional = documentation = False
+    effects = _effects(decision.findings)
     if not coverage_active:
-        not_covered = True
-        reasons.append(
-            Reason(
-                f"Not covered: {decision.coverage} is not in force on {decision.date.isoformat()}.",
-                code="no-active-coverage",
-            )
-        )
-    for finding in decision.findings:
-        kind = kind_of(finding.rule_id)
-        if finding.severity == "information":
-            if finding.rule_id in _NOTED:
-                details.append(Detail("cat-other", "instructions", finding.message, _qualification(finding)))
-            continue
-        if kind == "billing" or (finding.severity == "warning" and kind in ("detail", "technical", "prior-auth")):
-            details.append(
-                Detail("cat-other", "instructions", f"{finding.message} {finding.hint}", _qualification(finding))
-            )
-            continue
-        shaping.append(finding)
-        if finding.severity == "warning" or kind == "documentation":
-            documentation = True
-            conditional = conditional or finding.severity == "error"
-            if finding.severity == "error":
-                info.append("OTH")
-            reasons.append(_reason("Documentation needed", finding))
-        elif kind == "coverage":
-            not_covered = True
-            reasons.append(_reason("Not covered as ordered", finding))
-        elif kind == "detail":
-            conditional = True
-            info.append(_INFO_OF.get(finding.rule_id, "detail-code"))
-            reasons.append(_reason("More detail needed", finding))
-        elif kind == "technical":
-            technical = True
-            reasons.append(_reason("Not determined", finding, code="technical"))
-        elif kind == "prior-auth":
-            reasons.append(_reason("Prior authorization", finding))
-        else:  # a rule this table does not know yet
-            conditional = True
-            info.append("OTH")
-            reasons.append(_reason("Held", finding))
-        details.append(Detail("cat-limitation", "instructions", finding.hint, _qualification(finding)))
-    covered: Covered = (
-        "not-covered" if not_covered else "indeterminate" if technical else "conditional" if conditional else "covered"
-    )
+        effects.not_covered = True
+        text = f"Not covered: {decision.coverage} is not in force on {decision.date.isoformat()}."
+        effects.reasons.insert(0, Reason(text, code="no-active-coverage"))
+    covered = _covered(effects)
     # What is needed to decide coverage counts only while coverage is undecided: a service that
     # is not covered, or not determined, asks for no more detail (crd-ci-q3).
-    if covered != "conditional":
-        info = []
+    info = effects.info if covered == "conditional" else []
+    reasons = effects.reasons
     pa_needed: PaNeeded | None = None
     satisfied: str | None = None
-    if covered != "not-covered":
+    if covered != "not-covered":  # crd-ci-q2
         pa_needed, satisfied, pa_reason, pa_info = _prior_auth(decision, pack, billing)
-        if pa_reason is not None:
-            reasons.append(pa_reason)
-        info.extend(pa_info)
+        reasons += [pa_reason] if pa_reason is not None else []
+        info += pa_info
     doc_needed: tuple[DocNeeded, ...] = ()
     doc_purpose: tuple[DocPurpose, ...] = ()
     # order-select is a secondary hook: CRD does not let it ask for documentation (hook-17).
-    if documentation and covered != "not-covered" and hook == "order-sign":
+    if effects.documentation and covered != "not-covered" and hook == "order-sign":
         doc_needed = ("clinical",)
         doc_purpose = ("withpa",) if pa_needed == "auth-needed" else ("withclaim",)
-    citations = [f.citation for f in shaping]
+    citations = [f.citation for f in effects.shaping]
     if pa_needed in ("auth-needed", "conditional"):
         citations.append(pack.citation("prior-auth-required"))
     links = policy_links(citations)
-    details.extend(Detail("cat-other", "policy-link", url, label) for label, url in links)
+    details = [*effects.details, *(Detail("cat-other", "policy-link", url, label) for label, url in links)]
     return Assessment(
         order=order,
         coverage=decision.coverage,
@@ -240,9 +262,9 @@ def assess(
         reasons=tuple(reasons),
         details=tuple(dict.fromkeys(details)),
         date=decision.created.date(),
-        assertion_id=coverage_assertion_id(decision, order, covered, pa_needed, satisfied, billing, shaping),
+        assertion_id=coverage_assertion_id(decision, order, covered, pa_needed, satisfied, billing, effects.shaping),
         satisfied_pa_id=satisfied,
-        findings=tuple(shaping),
+        findings=tuple(effects.shaping),
         links=tuple(links),
     )
 

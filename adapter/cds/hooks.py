@@ -81,6 +81,10 @@ def answer(call: HookCall, access: ServerAccess, *, now: dt.datetime | None = No
         coverage = _fallback_coverage(Record([], coverages=prefetched_coverages(call)))
         for key in keys:
             _error(result, call, key, coverage, today, "The service failed while answering.")
+    # CRD's configuration options (davinci-crd.configuration): no updates, and at most so many cards.
+    result.cards = result.cards[: call.max_cards]
+    if not call.coverage_info:
+        result.actions = []
     log.info(
         "hook %s: %d facet order(s): %s",
         call.log_id,
@@ -129,9 +133,6 @@ def _answer(call: HookCall, record: Record, keys: list[str], now: dt.datetime | 
             log.info("hook %s: %s is not a facet procedure to authorize; passed over", call.log_id, key)
     for session_keys in sessions.values():
         _answer_session(result, call, index, record, session_keys, now)
-    result.cards = result.cards[: call.max_cards]
-    if not call.coverage_info:
-        result.actions = []
     return result
 
 
