@@ -279,7 +279,9 @@ def test_each_invariant_is_checked(extension: dict[str, Any], invariant: str) ->
 
 
 def test_stu2_checks_its_own_codes_and_one_direction_of_q3() -> None:
-    assert violations(_broken(code("covered", "conditional")), "2.0") == []
+    assert violations(_broken(code("covered", "conditional"), code("pa-needed", "no-auth")), "2.0") == []
+    # STU2's q2 expression: pa-needed whenever the service is not not-covered (checked as well)
+    assert any("STU2 expression" in p for p in violations(_broken(code("covered", "conditional")), "2.0"))
     assert any("value set" in p for p in violations(_broken(code("covered", "indeterminate")), "2.0"))
     two_docs = _broken(
         code("covered", "covered"),

@@ -367,7 +367,7 @@ def timeframe_assessment(order: str, coverage: str, date: dt.date, text: str) ->
         order=order,
         coverage=coverage,
         covered="conditional",
-        pa_needed=None,
+        pa_needed="conditional",  # an authorization on record counts only for its period
         doc_needed=(),
         doc_purpose=(),
         info_needed=("timeframe",),

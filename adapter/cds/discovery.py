@@ -9,8 +9,7 @@ Location.
 
 Two differences from `gather`, because a prefetch token can only be a context field: the
 Encounter key reads the Encounter of the order (`context.encounterId`), not those of the date of
-service, and the Procedure key cannot be limited to the 24 months before the order's date (the
-reader reads only what counts, so a longer history changes nothing).
+service, and the Procedure key cannot be limited to the 24 months before the order's date.
 """
 
 from __future__ import annotations

@@ -188,6 +188,9 @@ def violations(extension: Mapping[str, Any], version: str = "2.2") -> list[str]:
         problems.append("crd-ci-q1: questionnaire without doc-needed")
     if "not-covered" in covered and pa_needed:
         problems.append("crd-ci-q2: pa-needed with not-covered")
+    if version == "2.0" and covered and "not-covered" not in covered and not pa_needed:
+        # STU2's expression asks the opposite of its description; what is sent meets both.
+        problems.append("crd-ci-q2 (STU2 expression): no pa-needed while covered is not not-covered")
     conditional = "conditional" in covered | pa_needed | doc_needed
     if has["info-needed"] and not conditional:
         problems.append("crd-ci-q3: info-needed without anything conditional")
