@@ -24,7 +24,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from adapter.cds import hooks
 from adapter.cds.discovery import prefetch_keys
-from adapter.cds.security import JwtVerifier, KeyStore, TokenRefused
+from adapter.cds.security import JwtVerifier, KeyStore, ReplayCache, ReplayCacheFull, TokenRefused
 from adapter.cds.settings import CdsSettings
 from adapter.fhir import r4schema
 from adapter.service.app import create_app
@@ -712,3 +712,35 @@ def test_serve_takes_the_cds_options_and_refuses_bad_keys(monkeypatch: pytest.Mo
             serve.main([*base, *args], prog_name="serve", standalone_mode=False)
     with pytest.raises(UsageError, match="--cds-base-url"):
         serve.main([*base[:1], "0", *base[2:], *cds_args], prog_name="serve", standalone_mode=False)
+
+
+def test_a_key_set_url_is_read_at_start_and_again_for_an_unknown_kid(tmp_path: Path) -> None:
+    first, second = Ehr(tmp_path, kid="k1"), Ehr(tmp_path, kid="k2")
+    served = {"keys": [first.jwk]}
+    fetched: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        fetched.append(url)
+        return json.dumps(served).encode()
+
+    keys = KeyStore(["https://ehr.example.org/jwks.json"], fetch=fetch)
+    verifier = JwtVerifier(keys, [ISSUER])
+    verifier.verify(f"Bearer {first.token(BASE)}", BASE)
+    assert len(fetched) == 1  # a known kid reads nothing
+    served["keys"].append(second.jwk)  # the EHR rotates in a new key
+    verifier.verify(f"Bearer {second.token(BASE)}", BASE)
+    assert len(fetched) == 2
+    with pytest.raises(TokenRefused, match="does not know"):
+        verifier.verify(f"Bearer {Ehr(tmp_path, kid='k3').token(BASE)}", BASE)
+    assert len(fetched) == 2  # at most once a minute
+
+
+def test_the_replay_cache_forgets_expired_tokens_and_refuses_when_full() -> None:
+    cache = ReplayCache(size=2)
+    now = time.time()
+    assert cache.first_use(ISSUER, "a", now + 10, now)
+    assert not cache.first_use(ISSUER, "a", now + 10, now)
+    assert cache.first_use("https://other.example.org", "a", now + 10, now)  # per issuer
+    with pytest.raises(ReplayCacheFull):
+        cache.first_use(ISSUER, "b", now + 10, now)
+    assert cache.first_use(ISSUER, "b", now + 500, now + 100)  # the expired ones were dropped
