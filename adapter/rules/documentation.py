@@ -4,10 +4,11 @@ were defaulted."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..fhir.values import add_months
 from .context import Context, Hit, who
+from .packs import PriorAuthorization
 
 
 def pain_duration(ctx: Context) -> Iterator[Hit]:
@@ -70,14 +71,20 @@ def conservative_care(ctx: Context) -> Iterator[Hit]:
         )
 
 
+def prior_auth_codes(policy: PriorAuthorization, place_of_service: str, codes: Iterable[str]) -> list[str]:
+    """The codes the payer's prior-authorization list names at this place of service (the CDS
+    Hooks service asks it of a planned session too)."""
+    if place_of_service not in policy.places_of_service:
+        return []
+    return sorted({code for code in codes if code in policy.codes})
+
+
 def prior_auth_required(ctx: Context) -> Iterator[Hit]:
     policy = ctx.pack.prior_authorization
     case = ctx.case
-    if case.use not in policy.uses or case.place_of_service not in policy.places_of_service:
+    if case.use not in policy.uses or case.evidence.prior_auth:
         return
-    if case.evidence.prior_auth:
-        return
-    codes = sorted({line.code for line in ctx.coding.lines if line.code in policy.codes})
+    codes = prior_auth_codes(policy, case.place_of_service, (line.code for line in ctx.coding.lines))
     if codes:
         yield Hit(
             f"{who(case.session.keys)}: codes {', '.join(codes)} at place of service {case.place_of_service} "
