@@ -57,6 +57,7 @@ RULE_KINDS: dict[str, Kind] = {
     "guidance-unknown": "detail",
     "dx-invalid": "detail",
     "claim-data-missing": "detail",
+    "npi-invalid": "detail",
     "rule-not-applied": "technical",
     "prior-auth-required": "prior-auth",
     "levels-inferred": "billing",
@@ -67,8 +68,9 @@ RULE_KINDS: dict[str, Kind] = {
     "procedure-undated": "billing",
 }
 # The info-needed code of a "detail" finding: the order is not specific enough (detail-code), or
-# names no one to perform it (performer); a diagnosis code that is not billable is OTH.
-_INFO_OF: dict[str, InfoNeeded] = {"dx-invalid": "OTH", "claim-data-missing": "performer"}
+# names no one to perform it, or a performer whose NPI fails its check digit (performer); a
+# diagnosis code that is not billable is OTH.
+_INFO_OF: dict[str, InfoNeeded] = {"dx-invalid": "OTH", "claim-data-missing": "performer", "npi-invalid": "performer"}
 # Information-level findings worth a detail line on the order.
 _NOTED = frozenset({"payer-defaulted"})
 
