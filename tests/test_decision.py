@@ -10,7 +10,8 @@ from conftest import REPO
 
 from adapter.pipeline import Options, process
 from adapter.writers import WRITERS
-from adapter.writers.fhir_claim import claim_bundle, server_claim
+from adapter.writers.fhir_claim import claim_bundle
+from adapter.writers.server_claim import server_claim
 
 EXAMPLE = REPO / "examples" / "medicare-lumbar-bilateral" / "input.json"
 

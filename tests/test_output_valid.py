@@ -13,8 +13,8 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from golden import CASES_DIR, case_files
 
-from adapter.fhir import r4schema
 from adapter.errors import InputError
+from adapter.fhir import r4schema
 from adapter.pipeline import Options, process
 
 OWN_CASES = Path(__file__).resolve().parent / "cases"

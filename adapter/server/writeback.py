@@ -35,8 +35,9 @@ from ..fhir.client import FhirClient
 from ..fhir.responses import entry_results
 from ..pipeline import Result
 from ..rules.findings import Finding
-from ..writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM, server_claim
+from ..writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM
 from ..writers.outcome import RULE_SYSTEM
+from ..writers.server_claim import server_claim
 from .outcome import SyncOutcome
 
 log = logging.getLogger(__name__)
