@@ -101,6 +101,7 @@ class _LazyGroup(click.Group):
         "serve": "adapter.service.cli:serve",
         "queue": "adapter.service.cli:queue",
         "response": "adapter.claimresponse.cli:response",
+        "payer": "adapter.payer.cli:payer",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

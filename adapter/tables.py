@@ -27,11 +27,12 @@ def mappings_dir() -> Path:
 
 
 OVERLAY_ENV = "FACET_ADAPTER_PACKS"
-_OVERLAY_FOLDERS = ("packs/", "dx/")
+_OVERLAY_FOLDERS = ("packs/", "dx/", "payer/")
 
 
 def overlay_dir() -> Path | None:
-    """A folder of site packs (packs/*.toml, dx/*.toml) that add to or replace the shipped ones."""
+    """A folder of site packs (packs/*.toml, dx/*.toml, payer/*.toml for the sandbox payer) that add
+    to or replace the shipped ones."""
     value = os.environ.get(OVERLAY_ENV)
     return Path(value) if value else None
 
