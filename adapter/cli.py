@@ -101,6 +101,7 @@ class _LazyGroup(click.Group):
         "serve": "adapter.service.cli:serve",
         "queue": "adapter.service.cli:queue",
         "response": "adapter.claimresponse.cli:response",
+        "submit": "adapter.claimresponse.cli:submit",
         "payer": "adapter.payer.cli:payer",
     }
 

@@ -29,7 +29,7 @@ from ..claimresponse.answer import (
 )
 from ..claimresponse.codes import remittance_codes
 from ..decision import NAMESPACE
-from ..fhir.values import dicts, get_dict, get_str, reference_of
+from ..fhir.values import dicts, get_str, reference_of
 from ..rules.findings import Finding
 from .adjudicate import LineVerdict, Verdict
 
