@@ -320,6 +320,8 @@ def _sync_task(
         return
     if existing is None or existing.get("status") not in OPEN_TASK_STATUSES:
         return
+    if str(existing.get("businessStatus", {}).get("text", "")).startswith("payer-"):
+        return  # opened by the payer's answer (adapter.server.answers): the payer's word stands
     closed = {
         **existing,
         "status": "completed",
