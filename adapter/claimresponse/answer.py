@@ -224,6 +224,16 @@ def read_claim_response(
     if legacy is not None:
         style = "pas-legacy"
         items = [_with_review(i, legacy) for i in items] if items else [_with_review(None, legacy)]
+    if style == "core":
+        # An item the payer paid nothing for but replaced with items of its own (R4 `addItem`
+        # naming it) was modified, not denied.
+        replaced = {i.sequence for i in items if i.added}
+        items = [
+            ItemAnswer(**{**_fields(i), "decision": "modified"})
+            if not i.added and i.decision == "denied" and i.sequence in replaced
+            else i
+            for i in items
+        ]
     if not items:
         items = [ItemAnswer(sequence=None, decision=_core_decision(outcome, None, resource))]
     errors = tuple(_errors(resource))
