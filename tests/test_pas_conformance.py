@@ -31,15 +31,9 @@ X12_CODE_SYSTEMS = "https://codesystem.x12.org/005010/"
 PAS_TEMP_CODES = "http://hl7.org/fhir/us/davinci-pas/CodeSystem/PASTempCodes"
 
 
-def rich_case() -> CaseBuilder:
-    """A planned lumbar RFA after two diagnostic blocks: every kind of evidence, an urgent order, a
-    clinic that requests it, a member id and identifiers on every party."""
-    case = CaseBuilder("2026-12-15", payer_name="Medicare Part B")
-    case.block(["L4-L5", "L5-S1"], intent="diagnostic", date="2026-09-01", relief=85)
-    case.block(["L4-L5", "L5-S1"], intent="diagnostic", date="2026-09-20", relief=90)
-    key = case.procedure(
-        ["L4-L5", "L5-S1"], rfa=True, intent="therapeutic", resource_type="ServiceRequest", status="active"
-    )
+def with_pas_parties(case: CaseBuilder, *, urgent: str | None = None) -> CaseBuilder:
+    """What a PAS request needs of the record: identifiers on the parties, a member id, the
+    relationship, the clinic as the order's performer (`urgent`: that order's key, made urgent)."""
     for resource in case.resources:
         kind, id_ = resource["resourceType"], resource.get("id")
         if kind == "Patient":
@@ -55,9 +49,23 @@ def rich_case() -> CaseBuilder:
             resource["identifier"] = [{"system": "urn:oid:2.16.840.1.113883.6.300", "value": "15999"}]
         elif kind == "Organization" and id_ == "clinic":
             resource["identifier"] = [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1093817465"}]
-        elif f"{kind}/{id_}" == key:
-            resource["priority"] = "urgent"
+        elif kind == "ServiceRequest":
             resource["performer"] = [{"reference": "Organization/clinic"}]
+            if f"{kind}/{id_}" == urgent:
+                resource["priority"] = "urgent"
+    return case
+
+
+def rich_case() -> CaseBuilder:
+    """A planned lumbar RFA after two diagnostic blocks: every kind of evidence, an urgent order, a
+    clinic that requests it, a member id and identifiers on every party."""
+    case = CaseBuilder("2026-12-15", payer_name="Medicare Part B")
+    case.block(["L4-L5", "L5-S1"], intent="diagnostic", date="2026-09-01", relief=85)
+    case.block(["L4-L5", "L5-S1"], intent="diagnostic", date="2026-09-20", relief=90)
+    key = case.procedure(
+        ["L4-L5", "L5-S1"], rfa=True, intent="therapeutic", resource_type="ServiceRequest", status="active"
+    )
+    with_pas_parties(case, urgent=key)
     case.add(
         {
             "resourceType": "Observation",
@@ -414,3 +422,35 @@ def test_the_x12_bound_codes_are_listed_and_are_the_only_exemption() -> None:
         vs = conformance()[value_set]
         systems = {part["system"] for part in vs["compose"]["include"]}
         assert {c["system"] for c in written["coding"]} <= systems, element_id
+
+
+def test_the_sandbox_payers_answers_validate_against_pas_2_2_1(validator: FhirClient) -> None:
+    """A1, A3 and A4 response Bundles of `facet-adapter payer serve`, entry by entry."""
+    import warnings
+
+    from adapter.claimresponse.answer import read_answer
+    from adapter.payer.adjudicate import PayerSettings
+    from adapter.payer.app import create_payer_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    denied = CaseBuilder("2026-12-15", dx="M54.16")
+    denied.block(["L4-L5"], intent="diagnostic", resource_type="ServiceRequest", status="active")
+    pended = CaseBuilder("2026-12-15", pain_score=None)
+    pended.block(["L4-L5"], intent="diagnostic", resource_type="ServiceRequest", status="active")
+    with_pas_parties(denied)
+    with_pas_parties(pended)
+    requests = {
+        "A1": BUNDLES["rich"],
+        "A3": denied.run(payer="medicare", use="preauthorization").bundle,
+        "A4": pended.run(payer="medicare", use="preauthorization").bundle,
+    }
+    with TestClient(create_payer_app(PayerSettings(review_seconds=60))) as payer:
+        for code, request in requests.items():
+            answer = payer.post("/fhir/Claim/$submit", json=request).json()
+            assert {i.review_code for i in read_answer(answer).items} == {code}
+            assert errors_of(validator.validate(answer)) == [], code
+            for entry in answer["entry"]:
+                assert errors_of(validator.validate(entry["resource"])) == [], (code, entry["fullUrl"])
