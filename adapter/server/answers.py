@@ -144,8 +144,23 @@ def _store_answer(client: FhirClient, outcome: SyncOutcome, answer: PayerAnswer)
 
 
 def _content(resource: Mapping[str, Any]) -> bytes:
-    body = {k: v for k, v in resource.items() if k not in ("id", "meta", "text")}
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    """What makes two answers the same: everything but ids, server meta and the time of the answer
+    (the payer dates each answer by the request it answers, which is written anew on every run)."""
+    body = {k: v for k, v in resource.items() if k not in ("id", "meta", "text", "created")}
+    if isinstance(body.get("payment"), dict):
+        body["payment"] = {k: v for k, v in body["payment"].items() if k != "date"}
+    return orjson.dumps(_numbers(body), option=orjson.OPT_SORT_KEYS)
+
+
+def _numbers(value: Any) -> Any:
+    """Amounts as a server gives them back: 1350.0 is stored and read as 1350."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 def _record_on_task(client: FhirClient, outcome: SyncOutcome, answer: PayerAnswer, label: str, stamp: str) -> str:

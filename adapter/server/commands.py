@@ -72,6 +72,16 @@ def _write(data: bytes | str) -> None:
 @click.option("--payer-url", help="Submit each written Claim to this payer's FHIR base and store its answer.")
 @click.option("--payer-token", envvar="FACET_ADAPTER_PAYER_TOKEN", help="Bearer token for the payer.")
 @click.option("--force-submit", is_flag=True, help="With --payer-url, submit held (draft) Claims too.")
+@click.option(
+    "--payer-budget", type=click.FloatRange(min=0.1), default=15.0, show_default=True, help="Seconds to retry $submit."
+)
+@click.option(
+    "--payer-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to follow a pended answer with $inquire.",
+)
 @fhir_server_options(fhir_token_aliases=("--token",))
 def sync(
     procedure_id: str | None,
@@ -86,6 +96,8 @@ def sync(
     payer_url: str | None,
     payer_token: str | None,
     force_submit: bool,
+    payer_budget: float,
+    payer_wait: float,
     **server: Any,
 ) -> None:
     """Code and check facet sessions on a FHIR server and write their Claims back.
@@ -100,7 +112,7 @@ def sync(
         raise UsageError("Give exactly one of --procedure, --patient or --since.")
     options = _pipeline_options(payer, use, pos, prior_auth)
     client = make_client(server_options_from(**server))
-    submit = _payer_options(payer_url, payer_token, force_submit)
+    submit = _payer_options(payer_url, payer_token, force_submit, payer_budget, payer_wait)
     if procedure_id:
         outcomes = [sync_procedure(client, procedure_id, options, dry_run=dry_run, payer=submit)]
     elif patient_id:
@@ -116,7 +128,7 @@ def sync(
     raise SystemExit(combined_exit(outcomes))
 
 
-def _payer_options(url: str | None, token: str | None, force: bool) -> Any:
+def _payer_options(url: str | None, token: str | None, force: bool, budget: float, wait: float) -> Any:
     """`--payer-url` and friends as adapter.server.answers.PayerOptions (None without a URL)."""
     if url is None:
         if force or token:
@@ -126,7 +138,7 @@ def _payer_options(url: str | None, token: str | None, force: bool) -> Any:
         raise UsageError("--payer-url must be the payer's http(s) FHIR base.")
     from .answers import PayerOptions
 
-    return PayerOptions(url=url, token=token, force=force)
+    return PayerOptions(url=url, token=token, force=force, budget=budget, wait=wait)
 
 
 def _findings_text(outcome: SyncOutcome) -> str:
