@@ -1,4 +1,4 @@
-"""The claim decision → a FHIR R4 Claim in a collection Bundle (docs/output.md, Claim and Collection
+"""The claim decision → a FHIR R4 Claim in a collection Bundle (docs/output.md, Claim; Collection
 Bundle); the parts every Claim the adapter writes shares (header, diagnoses, insurance, the coded
 line) are here too, for the PAS request writer (`pas`).
 
