@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import CaseBuilder, rule_ids
 from conftest import REPO, run_cli
 from pascorpus import CORPUS, R4_EXAMPLES, load, pas_221_examples
 
@@ -241,3 +242,91 @@ def test_response_command_exit_statuses(tmp_path: Path) -> None:
     assert run_cli("response", str(text)).code == 2
     assert run_cli("response", str(tmp_path / "missing.json")).code == 2
     assert b"Traceback" not in run.stderr
+
+
+# --------------------------------------------------------------------------- the reader: prior authorization on record
+
+
+ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
+
+
+def _pas_answer(code: str, *, number: str | None = None, preauth_ref: str | None = None) -> dict[str, Any]:
+    review: list[dict[str, Any]] = [
+        {
+            "url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-reviewActionCode",
+            "valueCodeableConcept": {"coding": [{"system": "https://codesystem.x12.org/005010/306", "code": code}]},
+        }
+    ]
+    if number:
+        review.append({"url": "number", "valueString": number})
+    answer: dict[str, Any] = {
+        "resourceType": "ClaimResponse",
+        "id": f"cr-{code}",
+        "status": "active",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+        "use": "preauthorization",
+        "patient": {"reference": "Patient/p1"},
+        "created": "2026-09-20",
+        "insurer": {"reference": "Organization/payer"},
+        "outcome": "complete",
+        "item": [
+            {
+                "extension": [
+                    {
+                        "url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-itemPreAuthPeriod",
+                        "valuePeriod": {"start": "2026-10-01", "end": "2026-12-31"},
+                    }
+                ],
+                "itemSequence": 1,
+                "adjudication": [
+                    {
+                        "extension": [
+                            {
+                                "url": "http://hl7.org/fhir/us/davinci-pas/StructureDefinition/extension-reviewAction",
+                                "extension": review,
+                            }
+                        ],
+                        "category": {
+                            "coding": [
+                                {"system": "http://terminology.hl7.org/CodeSystem/adjudication", "code": "submitted"}
+                            ]
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    if preauth_ref:
+        answer["preAuthRef"] = preauth_ref
+    return answer
+
+
+def _hopd_claim() -> CaseBuilder:
+    case = CaseBuilder("2026-10-15", pos="22")
+    case.block("L4-L5", side="left", intent="diagnostic")
+    return case
+
+
+def test_a_pas_answer_that_certifies_is_the_prior_authorization_on_record() -> None:
+    assert "prior-auth-required" in rule_ids(_hopd_claim().run(payer="medicare"))
+    case = _hopd_claim()
+    case.add(_pas_answer("A1", number="AUTH-PAS-1"))  # no header preAuthRef: the item's number counts
+    result = case.run(payer="medicare")
+    assert result.decision.prior_auth == "AUTH-PAS-1" and result.decision.prior_auth_source == "ClaimResponse/cr-A1"
+    assert "prior-auth-required" not in rule_ids(result)
+    assert result.bundle["entry"][0]["resource"]["insurance"][0]["preAuthRef"] == ["AUTH-PAS-1"]
+
+
+@pytest.mark.parametrize("code", ["A3", "A4"])
+def test_a_denied_or_pended_pas_answer_grants_nothing(code: str) -> None:
+    case = _hopd_claim()
+    case.add(_pas_answer(code, preauth_ref="PA-NOT-GRANTED"))
+    result = case.run(payer="medicare")
+    assert result.decision.prior_auth is None and "prior-auth-required" in rule_ids(result)
+
+
+def test_a_pas_answer_whose_period_misses_the_date_of_service_is_not_on_record() -> None:
+    case = CaseBuilder("2027-03-15", pos="22")
+    case.block("L4-L5", side="left", intent="diagnostic")
+    case.add(_pas_answer("A1", number="AUTH-PAS-1"))
+    assert case.run(payer="medicare").decision.prior_auth is None
