@@ -429,3 +429,21 @@ def test_the_sandbox_payers_answers_validate_against_pas_2_2_1(validator: FhirCl
             assert errors_of(validator.validate(answer)) == [], code
             for entry in answer["entry"]:
                 assert errors_of(validator.validate(entry["resource"])) == [], (code, entry["fullUrl"])
+
+
+def test_the_test_server_loads_profiles_from_folders_and_json_files(tmp_path: Any) -> None:
+    """FHIR_PROFILES names an extracted package folder and a JSON file (an array) as well as a .tgz."""
+    from fhirserver import start_fhir_test_server
+    from pascorpus import pas_221
+
+    beneficiary = json.loads((pas_221() / "StructureDefinition-profile-beneficiary.json").read_text())
+    renamed = {**beneficiary, "url": "http://example.org/StructureDefinition/my-beneficiary", "id": "my-beneficiary"}
+    single = tmp_path / "profiles.json"
+    single.write_text(json.dumps([renamed]))
+    with start_fhir_test_server(profiles=[pas_221().parent, single]) as server:
+        client = FhirClient(server.base_url)
+        patient = {"resourceType": "Patient", "gender": "female"}  # no identifier, no name
+        for profile in (PAS + "profile-beneficiary", renamed["url"]):
+            assert any("Missing required property" in e for e in errors_of(client.validate(patient, profile)))
+        log = server.log_tail(20000)
+    assert f"from {pas_221().parent}" in log and f"from {single}" in log

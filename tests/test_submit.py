@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -155,21 +158,15 @@ def test_an_unreachable_payer_is_exit_4_within_the_budget(tmp_path: Path) -> Non
 def test_a_payer_that_comes_up_within_the_budget_answers(tmp_path: Path) -> None:
     request = write(tmp_path, "claim.json", example_bundle("medicare-lumbar-bilateral"))
     port = free_port()
-    started: list[Any] = []
-
-    def later() -> None:
-        time.sleep(2)
-        started.append(sandbox_payer(port).__enter__())
-
-    thread = threading.Thread(target=later)
-    thread.start()
-    try:
-        run = run_cli("submit", str(request), "--url", f"http://127.0.0.1:{port}/fhir", "--budget", "15")
-    finally:
-        thread.join()
-        for payer in started:
-            payer.stop()
-    assert run.code == 0, run.stderr
+    command = [sys.executable, "-m", "adapter", "submit", str(request), "--url", f"http://127.0.0.1:{port}/fhir"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as submitting:
+        time.sleep(1.5)  # the payer is down while `submit` makes its first attempts
+        assert submitting.poll() is None
+        with sandbox_payer(port):
+            stdout, stderr = submitting.communicate(timeout=60)
+    assert submitting.returncode == 0, stderr
+    assert json.loads(stdout)["resourceType"] == "ClaimResponse"
 
 
 @pytest.mark.parametrize(
