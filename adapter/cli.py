@@ -1,8 +1,9 @@
 """The command line: a thin shell over `adapter.pipeline` (docs/cli.md).
 
 Exit statuses: 0 no error finding, 1 written but held, 2 input or usage error, 3 internal error,
-4 FHIR server error. Errors go to standard error as an OperationOutcome, never as a traceback
-(set FACET_ADAPTER_DEBUG=1 to see one).
+4 FHIR server error. Errors go to standard error, never as a traceback (set FACET_ADAPTER_DEBUG=1
+to see one): one `error: …` line on a terminal, else (or with `--error-format json`) an
+OperationOutcome (docs/cli.md, standard output and standard error).
 """
 
 from __future__ import annotations
@@ -23,10 +24,38 @@ from .errors import EXIT_INPUT, EXIT_INTERNAL, AdapterError, UsageError
 _DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
 
+class _ErrorFormat:
+    """How errors are written: `--error-format`, else by whether standard error is a terminal.
+    Set by the group's callback, which click runs before it parses the subcommand's options."""
+
+    chosen: str | None = None
+
+
 def _emit_error(outcome: dict[str, Any], code: int) -> NoReturn:
-    sys.stderr.buffer.write(orjson.dumps(outcome, option=_DUMP))
+    chosen = _ErrorFormat.chosen or ("text" if sys.stderr.isatty() else "json")
+    if chosen == "text":
+        sys.stderr.write(error_line(outcome) + "\n")
+    else:
+        sys.stderr.buffer.write(orjson.dumps(outcome, option=_DUMP))
     sys.stderr.flush()
     raise SystemExit(code)
+
+
+def error_line(outcome: dict[str, Any]) -> str:
+    """One line a person reads: the error's message, and how many located problems it has with
+    the first of them (the OperationOutcome keeps them all)."""
+    issues = [issue for issue in outcome.get("issue", []) if isinstance(issue, dict)]
+    texts = [str(issue.get("details", {}).get("text", "")).strip() for issue in issues]
+    line = f"error: {texts[0] if texts and texts[0] else 'unknown error'}"
+    located = issues[1:]
+    if located:
+        first = texts[1]
+        where = located[0].get("expression") or []
+        if where:
+            first = f"{first} (at {where[0]})"
+        more = " (all of them with --error-format json)" if len(located) > 1 else ""
+        line = f"{line} First: {first}{more}"
+    return " ".join(line.split())
 
 
 def _fail(error: AdapterError) -> NoReturn:
@@ -120,8 +149,16 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="facet-adapter")
-def cli() -> None:
+@click.option(
+    "--error-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="How errors go to standard error: text (one line) or json (an OperationOutcome). "
+    "Default: text on a terminal, else json.",
+)
+def cli(error_format: str | None) -> None:
     """Code and check facet joint interventions from FHIR R4 input, and write Claim Bundles."""
+    _ErrorFormat.chosen = error_format
 
 
 @cli.command()
@@ -140,20 +177,25 @@ def claim(
     from .writers.review import claim_summary
 
     result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
-    payload = orjson.dumps(result.bundle, option=_DUMP)
-    if output:
-        target = Path(output)
-        temporary = target.with_name(f".{target.name}.partial")
-        try:
-            temporary.write_bytes(payload)
-            temporary.replace(target)
-        except OSError as exc:
-            raise UsageError(f"Cannot write {output} ({exc.strerror}).") from None
-    else:
-        sys.stdout.buffer.write(payload)
-        sys.stdout.flush()
+    _write(orjson.dumps(result.bundle, option=_DUMP), output)
     sys.stderr.write(claim_summary(result.decision))
     raise SystemExit(result.exit_code)
+
+
+def _write(payload: bytes, output: str | None) -> None:
+    """To standard output, or to a file through a temporary one renamed into place, so the file
+    is never left half-written."""
+    if not output:
+        sys.stdout.buffer.write(payload)
+        sys.stdout.flush()
+        return
+    target = Path(output)
+    temporary = target.with_name(f".{target.name}.partial")
+    try:
+        temporary.write_bytes(payload)
+        temporary.replace(target)
+    except OSError as exc:
+        raise UsageError(f"Cannot write {output} ({exc.strerror}).") from None
 
 
 @cli.command()
@@ -161,10 +203,12 @@ def claim(
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json", "html"]),
     default=None,
-    help="text: a review table; json: an OperationOutcome. Default: text on a terminal, else json.",
+    help="text: the coder's review; json: an OperationOutcome; html: the review as one self-contained page. "
+    "Default: text on a terminal, else json.",
 )
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), help="Write the result here, not stdout.")
 def check(
     source: str,
     payer: str | None,
@@ -173,17 +217,15 @@ def check(
     prior_auth: str | None,
     max_input_mb: float,
     output_format: str | None,
+    output: str | None,
 ) -> None:
     """Print the findings for the latest session in INPUT."""
-    from .writers.review import review_text
+    from .writers import writer
 
     result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
-    chosen = output_format or ("text" if sys.stdout.isatty() else "json")
-    if chosen == "json":
-        sys.stdout.buffer.write(orjson.dumps(result.outcome(), option=_DUMP))
-    else:
-        sys.stdout.write(review_text(result.decision))
-    sys.stdout.flush()
+    chosen = output_format or ("text" if sys.stdout.isatty() and not output else "json")
+    name = {"json": "outcome"}.get(chosen, chosen)
+    _write(writer(name).write(result.decision, result.index), output)
     raise SystemExit(result.exit_code)
 
 

@@ -13,17 +13,22 @@ Entry point: `decide(...)`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from .coding import Coding, coding_tables
+from .fhir.ingest import ResourceIndex
 from .model import Case, ClaimLine, Diagnosis, EvidenceItem, Parties, Party, Use, label_guidance
+from .read.locations import Location, Locator
 from .read.uses import DISABILITY_LOINC, PAIN_LOINC
 from .rules.engine import DiagnosisCheck
 from .rules.findings import Finding, holds_claim
 from .rules.packs import Pack, dx_regions
+from .tables import load_toml
 
 # Names derived from this namespace are the adapter's stable identifiers: the same input always
 # gives the same Claim identifier, which makes write-back idempotent (docs/output.md, identifier).
@@ -160,7 +165,10 @@ def decide(
     pack: Pack,
     *,
     now: dt.datetime | None = None,
+    index: ResourceIndex | None = None,
 ) -> ClaimDecision:
+    """The claim decision. With the input's `index`, each finding's expressions are also given as
+    a coder reads them (resource and element); without it, as the resource type and element."""
     parties = case.parties or Parties(patient=Party(key=case.patient))
     written = diagnoses.valid[: pack.diagnoses.max_on_claim]
     decided_dx = tuple(DecidedDiagnosis(i, dx.code, dx) for i, dx in enumerate(written, start=1))
@@ -175,6 +183,7 @@ def decide(
     )
     descriptions = coding_tables().descriptions
     identifier = claim_identifier(case.patient, case.session.date, case.session.keys, case.use)
+    locator = Locator(index) if index is not None else None
     lines = tuple(
         DecidedLine(
             sequence=i,
@@ -211,9 +220,36 @@ def decide(
         prior_auth=case.evidence.prior_auth,
         prior_auth_source=case.evidence.prior_auth_source,
         evidence=evidence,
-        findings=tuple(findings),
+        findings=tuple(_for_display(finding, pack, locator) for finding in findings),
         level_of_service=next((_LEVELS[p] for p in ("stat", "urgent", "asap") if p in priorities), "elective"),
     )
+
+
+def _for_display(finding: Finding, pack: Pack, locator: Locator | None) -> Finding:
+    """The finding with what a review shows beside it: links to the cited documents, the CARC in
+    words and the input elements in a coder's words."""
+    locations: list[Location] = []
+    for expression in dict.fromkeys(finding.expressions):
+        if locator is not None:
+            locations.extend(locator.locate(expression, finding.message))
+        else:
+            locations.extend(Locator.unlocated(expression))
+    return dataclasses.replace(
+        finding,
+        links=pack.citation_links(finding.rule_id),
+        carc_text=carc_text(finding.carc),
+        locations=tuple(dict.fromkeys(locations)),
+    )
+
+
+@cache
+def _carc_table() -> dict[str, str]:
+    return {str(code): str(text) for code, text in load_toml("carc.toml").get("codes", {}).items()}
+
+
+def carc_text(code: str | None) -> str | None:
+    """A claim adjustment reason code in words (mappings/carc.toml), when the table has it."""
+    return _carc_table().get(code) if code else None
 
 
 def _pointers(line: ClaimLine, diagnoses: list[Diagnosis], pack: Pack) -> tuple[int, ...]:

@@ -189,6 +189,10 @@ class ClaimLine:
     intent: Intent | None
     procedure_keys: list[str]
     rationale: str  # why this code: the coding-table row, for the coder
+    # Why each modifier is there, and why a modifier a coder may expect is not (KX on an RFA line,
+    # a side modifier without a side): coding facts, in words, for every review format.
+    modifier_reasons: dict[str, str] = field(default_factory=dict)
+    modifiers_left_off: dict[str, str] = field(default_factory=dict)
 
     @property
     def body_site_text(self) -> str:

@@ -119,5 +119,5 @@ def code_session(index: ResourceIndex, ref: SessionRef, options: Options) -> Res
         len(findings),
         ", ".join(sorted({f.rule_id for f in findings})) or "none",
     )
-    decision = decide(case, coding, findings, diagnoses, pack, now=options.now)
+    decision = decide(case, coding, findings, diagnoses, pack, now=options.now, index=index)
     return Result(index, case, coding, pack, source, diagnoses, decision)

@@ -100,6 +100,7 @@ def _finding(pack: Pack, rule_id: str, hit: Hit) -> Finding:
         message=hit.message,
         citation=pack.citation(rule_id),
         carc=spec.carc,
-        hint=spec.hint,
+        hint=hit.hint or spec.hint,
         expressions=hit.expressions,
+        avoids_denial=hit.avoids_denial,
     )

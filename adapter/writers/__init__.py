@@ -54,6 +54,13 @@ def _review(decision: ClaimDecision, index: ResourceIndex) -> bytes:
     return review_text(decision).encode()
 
 
+def _html(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    # Imported here: the template engine is not loaded for the commands that write no HTML.
+    from .html import review_page
+
+    return review_page(decision).encode()
+
+
 WRITERS: dict[str, Writer] = {
     writer.name: writer
     for writer in (
@@ -66,6 +73,7 @@ WRITERS: dict[str, Writer] = {
         Writer("pas", "application/fhir+json", "Da Vinci PAS 2.2.1 request Bundle (prior authorization only)", _pas),
         Writer("outcome", "application/fhir+json", "the findings as a FHIR R4 OperationOutcome", _outcome),
         Writer("text", "text/plain; charset=utf-8", "the coder's pre-claim review", _review),
+        Writer("html", "text/html; charset=utf-8", "the coder's pre-claim review as one self-contained page", _html),
     )
 }
 

@@ -9,13 +9,15 @@ Nothing here decides: every choice comes from the `ClaimDecision`.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from ..coding import coding_tables
-from ..decision import ClaimDecision, DecidedLine, EvidenceEntry
+from ..decision import NAMESPACE, ClaimDecision, DecidedLine, EvidenceEntry
 from ..fhir.ingest import ResourceIndex
 from ..fhir.systems import CPT, ICD10CM, POS_SYSTEM
 from .entries import BundleEntries, References
+from .outcome import decision_outcome
 
 IDENTIFIER_SYSTEM = "urn:ietf:rfc:3986"
 PACK_TAG_SYSTEM = "urn:facet-adapter:rule-pack"
@@ -30,12 +32,24 @@ def claim_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any
     entries = BundleEntries(index, decision.patient)
     claim = claim_resource(decision, entries)
     body = entries.close()
-    return {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "collection",
         "timestamp": decision.created.isoformat(),
         "entry": [{"fullUrl": f"urn:uuid:{decision.identifier}", "resource": claim}, *body],
     }
+    if decision.held:
+        bundle["entry"].append(held_reasons(decision))
+    return bundle
+
+
+def held_reasons(decision: ClaimDecision) -> dict[str, Any]:
+    """The last entry of a held claim's Bundle: the findings as an OperationOutcome, so whoever
+    reads the Bundle alone sees why the claim is held (docs/output.md, why a claim is held). Its
+    id and fullUrl derive from the claim identifier, like every other name in the Bundle."""
+    outcome_id = str(uuid.uuid5(NAMESPACE, "outcome:" + decision.identifier))
+    outcome = {"resourceType": "OperationOutcome", "id": outcome_id, **decision_outcome(decision)}
+    return {"fullUrl": f"urn:uuid:{outcome_id}", "resource": outcome}
 
 
 def claim_resource(decision: ClaimDecision, refs: References) -> dict[str, Any]:

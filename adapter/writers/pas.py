@@ -27,7 +27,16 @@ from ..fhir.ingest import ResourceIndex
 from ..model import Address, Party
 from ..tables import load_toml
 from .entries import BundleEntries, References
-from .fhir_claim import IDENTIFIER_SYSTEM, PRIORITY, claim_header, diagnoses, evidence_code, insurance, line_item
+from .fhir_claim import (
+    IDENTIFIER_SYSTEM,
+    PRIORITY,
+    claim_header,
+    diagnoses,
+    evidence_code,
+    held_reasons,
+    insurance,
+    line_item,
+)
 
 PAS = "http://hl7.org/fhir/us/davinci-pas"
 PROFILE = f"{PAS}/StructureDefinition"
@@ -94,7 +103,7 @@ def pas_request_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[st
     for key, build in written.items():
         entries.supply(key, build(entries))
     body = entries.close()
-    return {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "meta": {"profile": [REQUEST_BUNDLE_PROFILE]},
         "identifier": {
@@ -105,6 +114,9 @@ def pas_request_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[st
         "timestamp": decision.created.isoformat(),
         "entry": [{"fullUrl": f"urn:uuid:{decision.identifier}", "resource": claim}, *body],
     }
+    if decision.held:
+        bundle["entry"].append(held_reasons(decision))
+    return bundle
 
 
 def pas_claim(decision: ClaimDecision, refs: References) -> dict[str, Any]:
