@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .. import __version__
-from ..errors import AdapterError, InputError
+from ..errors import AdapterError, InputError, RulePackError
 from ..fhir.values import dicts, get_str
 from ..service.web import FhirResponse, ServiceError, body_format, outcome, read_body
 from .adjudicate import PayerSettings, Verdict, adjudicate
@@ -123,6 +123,8 @@ def _reviewed(arrived: float, clock: Callable[[], float], settings: PayerSetting
 def _decide(bundle: dict[str, Any], settings: PayerSettings, *, reviewed: bool) -> Verdict:
     try:
         return adjudicate(bundle, settings, reviewed=reviewed)
+    except RulePackError as exc:  # the payer's own tables are broken: not the request's fault
+        raise ServiceError(500, "exception", exc.message, body=exc.to_operation_outcome()) from None
     except InputError as exc:
         raise ServiceError(422, "processing", exc.message, body=_unprocessable(exc)) from None
     except AdapterError as exc:
