@@ -129,6 +129,9 @@ class _LazyGroup(click.Group):
         "sandbox": "adapter.server.commands:sandbox",
         "serve": "adapter.service.cli:serve",
         "queue": "adapter.service.cli:queue",
+        "response": "adapter.claimresponse.cli:response",
+        "submit": "adapter.claimresponse.cli:submit",
+        "payer": "adapter.payer.cli:payer",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

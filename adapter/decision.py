@@ -41,6 +41,24 @@ InformationCategory = Literal["onset", "info", "related"]
 EvidenceKind = Literal[
     "onset", "pain-score", "disability-score", "conservative-care", "prior-block", "block-relief", "guidance"
 ]
+# What kind of document an evidence item is, in words any attachment format can map to its own codes
+# (a PAS request's documentInformation, an 837P's PWK report type).
+DocumentKind = Literal[
+    "medical-history", "symptoms", "functional-status", "treatment-history", "procedure-report", "progress-report"
+]
+DOCUMENT_KINDS: dict[EvidenceKind, DocumentKind] = {
+    "onset": "medical-history",
+    "pain-score": "symptoms",
+    "disability-score": "functional-status",
+    "conservative-care": "treatment-history",
+    "prior-block": "procedure-report",
+    "block-relief": "progress-report",
+    "guidance": "procedure-report",
+}
+# How soon the service is needed, from the order's priority (a prior-authorization request's level of
+# service): stat is an emergency, urgent and asap are urgent, anything else is elective.
+LevelOfService = Literal["elective", "urgent", "emergency"]
+_LEVELS: dict[str, LevelOfService] = {"stat": "emergency", "urgent": "urgent", "asap": "urgent"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +76,7 @@ class DecidedLine:
     pointers: tuple[int, ...]  # diagnosis sequences, at most four, covered and region-matched first
     information: tuple[int, ...]  # evidence sequences
     care_team: tuple[int, ...]  # care-team sequences (the rendering practitioner)
+    trace_number: str = ""  # the line's own stable identifier (a uuid), for formats that trace items
 
     @property
     def code(self) -> str:
@@ -82,6 +101,10 @@ class EvidenceEntry:
     code: tuple[str, str] | None = None  # (system, code) of what was measured
     date: dt.date | None = None
     period: tuple[dt.date | None, dt.date | None] | None = None
+
+    @property
+    def document(self) -> DocumentKind:
+        return DOCUMENT_KINDS[self.kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +132,7 @@ class ClaimDecision:
     prior_auth_source: str | None  # "option" or the ClaimResponse's key
     evidence: tuple[EvidenceEntry, ...]
     findings: tuple[Finding, ...]
+    level_of_service: LevelOfService = "elective"
 
     @property
     def held(self) -> bool:
@@ -159,6 +183,7 @@ def decide(
         and parties.provider.resource_type in ("Practitioner", "PractitionerRole")
     )
     descriptions = coding_tables().descriptions
+    identifier = claim_identifier(case.patient, case.session.date, case.session.keys, case.use)
     locator = Locator(index) if index is not None else None
     lines = tuple(
         DecidedLine(
@@ -168,11 +193,13 @@ def decide(
             pointers=_pointers(line, written, pack),
             information=information,
             care_team=(1,) if care_team else (),
+            trace_number=str(uuid.uuid5(NAMESPACE, f"item:{identifier}:{i}")),
         )
         for i, line in enumerate(coding.lines, start=1)
     )
+    priorities = {p.priority for p in case.session.procedures if p.priority}
     return ClaimDecision(
-        identifier=claim_identifier(case.patient, case.session.date, case.session.keys, case.use),
+        identifier=identifier,
         use=case.use,
         status="held" if holds_claim(findings) else "ready",
         created=(now or dt.datetime.now(dt.UTC)).replace(microsecond=0),
@@ -195,6 +222,7 @@ def decide(
         prior_auth_source=case.evidence.prior_auth_source,
         evidence=evidence,
         findings=tuple(_for_display(finding, pack, locator) for finding in findings),
+        level_of_service=next((_LEVELS[p] for p in ("stat", "urgent", "asap") if p in priorities), "elective"),
     )
 
 

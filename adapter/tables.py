@@ -27,13 +27,14 @@ def mappings_dir() -> Path:
 
 
 OVERLAY_ENV = "FACET_ADAPTER_PACKS"
-# What a site overlay may replace: packs, covered-diagnosis lists and the chargemaster.
-_OVERLAY_FOLDERS = ("packs/", "dx/", "chargemaster.toml")
+# What a site overlay may replace: packs, covered-diagnosis lists, the chargemaster and the sandbox
+# payer's tables.
+_OVERLAY_FOLDERS = ("packs/", "dx/", "payer/", "chargemaster.toml")
 
 
 def overlay_dir() -> Path | None:
-    """A folder of site packs (packs/*.toml, dx/*.toml, chargemaster.toml) that add to or replace the
-    shipped ones.
+    """A folder of site packs (packs/*.toml, dx/*.toml, chargemaster.toml, payer/*.toml for the
+    sandbox payer) that add to or replace the shipped ones.
 
     A variable that names no folder is a usage error, not an empty overlay: a typo would
     otherwise check every claim against the shipped packs without a word (docs/cli.md, environment)."""

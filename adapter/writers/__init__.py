@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -22,6 +23,7 @@ from ..fhir.ingest import ResourceIndex
 from ..rules.findings import Finding
 from .fhir_claim import claim_bundle
 from .outcome import decision_outcome
+from .pas import pas_request_bundle
 from .review import review_text
 from .x12_837p import MEDIA_TYPE as X12_MEDIA_TYPE
 from .x12_837p import X12Options, X12Writer
@@ -45,8 +47,19 @@ class Writer:
         return with_findings(decision, self.requirements(decision)) if self.requirements else decision
 
 
+def request_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any]:
+    """What `claim` writes: the Claim Bundle, or the PAS request Bundle for a prior authorization."""
+    if decision.use == "preauthorization":
+        return pas_request_bundle(decision, index)
+    return claim_bundle(decision, index)
+
+
 def _fhir_bundle(decision: ClaimDecision, index: ResourceIndex) -> bytes:
-    return orjson.dumps(claim_bundle(decision, index), option=JSON_OPTIONS)
+    return orjson.dumps(request_bundle(decision, index), option=JSON_OPTIONS)
+
+
+def _pas(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    return orjson.dumps(pas_request_bundle(decision, index), option=JSON_OPTIONS)
 
 
 def _outcome(decision: ClaimDecision, index: ResourceIndex) -> bytes:
@@ -87,6 +100,7 @@ WRITERS: dict[str, Writer] = {
             "FHIR R4 Claim Bundle (a Da Vinci PAS request Bundle for prior authorization)",
             _fhir_bundle,
         ),
+        Writer("pas", "application/fhir+json", "Da Vinci PAS 2.2.1 request Bundle (prior authorization only)", _pas),
         Writer("outcome", "application/fhir+json", "the findings as a FHIR R4 OperationOutcome", _outcome),
         Writer("text", "text/plain; charset=utf-8", "the coder's pre-claim review", _review),
         Writer("html", "text/html; charset=utf-8", "the coder's pre-claim review as one self-contained page", _html),
