@@ -100,6 +100,7 @@ class _LazyGroup(click.Group):
         "sandbox": "adapter.server.commands:sandbox",
         "serve": "adapter.service.cli:serve",
         "queue": "adapter.service.cli:queue",
+        "bulk": "adapter.bulk.command:bulk",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -117,7 +117,7 @@ class ResourceIndex:
             return self._by_url[reference]
         if reference.startswith(("urn:uuid:", "urn:oid:")):
             return None
-        relative = _relative_part(reference)
+        relative = relative_part(reference)
         if relative is None:
             return None
         if context is not None and context.full_url and "://" not in reference:
@@ -191,7 +191,7 @@ def _rebase(schema_path: str, res: Res) -> str:
     return res.path if not rest else f"{res.path}.{rest}"
 
 
-def _relative_part(reference: str) -> str | None:
+def relative_part(reference: str) -> str | None:
     """`Type/id` from a relative, versioned or absolute RESTful reference."""
     parts = reference.split("?")[0].rstrip("/").split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
@@ -304,6 +304,12 @@ def _collect(value: Any, out: list[Res], *, line: int | None) -> None:
         out.append(_make_res(resource, type_, path, full_url, src_line))
 
 
+def line_resource(value: dict[str, Any], line: int | None) -> Res:
+    """One resource read from an NDJSON line (not a Bundle): what `parse_bytes` makes of it."""
+    type_ = _type_name(value)
+    return _make_res(value, type_, type_, None, line)
+
+
 def _type_name(resource: Mapping[str, Any]) -> str:
     type_ = resource.get("resourceType")
     return type_ if isinstance(type_, str) and type_ else "Resource"
@@ -384,10 +390,10 @@ def _history_key(entry: Mapping[str, Any], resource: Any) -> str | None:
         return f"{_type_name(resource)}/{resource['id']}"
     request = entry.get("request")
     if isinstance(request, dict) and isinstance(request.get("url"), str):
-        return _relative_part(request["url"])
+        return relative_part(request["url"])
     full_url = entry.get("fullUrl")
     if isinstance(full_url, str):
-        return _relative_part(full_url)
+        return relative_part(full_url)
     return None
 
 
