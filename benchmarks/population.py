@@ -28,8 +28,18 @@ SIDES = {"left": ("7771000", "Left"), "right": ("24028007", "Right"), "bilateral
 DIAGNOSTIC, THERAPEUTIC = "103693007", "277132007"
 REGIONS = {
     # levels, block codes (first, second, third+), RFA codes (first, additional), spondylosis dx
-    "lumbar": (["L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"], ("64493", "64494", "64495"), ("64635", "64636"), "M47.816"),
-    "cervical": (["C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7"], ("64490", "64491", "64492"), ("64633", "64634"), "M47.812"),
+    "lumbar": (
+        ["L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"],
+        ("64493", "64494", "64495"),
+        ("64635", "64636"),
+        "M47.816",
+    ),
+    "cervical": (
+        ["C2-C3", "C3-C4", "C4-C5", "C5-C6", "C6-C7"],
+        ("64490", "64491", "64492"),
+        ("64633", "64634"),
+        "M47.812",
+    ),
     "thoracic": (["T10-T11", "T11-T12", "T12-L1"], ("64490", "64491", "64492"), ("64633", "64634"), "M47.814"),
 }
 PAYERS = [("medicare", "Medicare Part B")] * 3 + [
@@ -100,7 +110,10 @@ def _shared(files: _Files) -> None:
             {
                 "resourceType": "Medication",
                 "id": f"med{code}",
-                "code": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code}], "text": display},
+                "code": {
+                    "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": code}],
+                    "text": display,
+                },
             }
         )
 
@@ -159,7 +172,9 @@ def _write_patient(rng: random.Random, number: int, sessions: int, files: _Files
             "status": "active",
             "subscriberId": f"SUB-{number:07d}",
             "beneficiary": _ref(p.key),
-            "relationship": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/subscriber-relationship", "code": "self"}]},
+            "relationship": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/subscriber-relationship", "code": "self"}]
+            },
             "payor": [_ref(f"Organization/payer-{payer}")],
         }
     )
@@ -169,7 +184,9 @@ def _write_patient(rng: random.Random, number: int, sessions: int, files: _Files
         {
             "resourceType": "Condition",
             "id": condition,
-            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+            "clinicalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+            },
             "code": {"coding": [{"system": ICD, "code": dx}]},
             "subject": _ref(p.key),
             "onsetDateTime": onset.isoformat(),
@@ -184,7 +201,10 @@ def _write_patient(rng: random.Random, number: int, sessions: int, files: _Files
                 "status": "completed",
                 "code": {"coding": [{"system": SCT, "code": "91251008"}], "text": "Physical therapy"},
                 "subject": _ref(p.key),
-                "performedPeriod": {"start": (therapy_end - dt.timedelta(days=56)).isoformat(), "end": therapy_end.isoformat()},
+                "performedPeriod": {
+                    "start": (therapy_end - dt.timedelta(days=56)).isoformat(),
+                    "end": therapy_end.isoformat(),
+                },
             }
         )
     p.write(
@@ -324,7 +344,7 @@ def _write_patient(rng: random.Random, number: int, sessions: int, files: _Files
 
 
 def write_population(folder: Path, sessions: int, seed: int = 8) -> int:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 (a reproducible population, not a secret)
     files = _Files(folder)
     try:
         _shared(files)

@@ -53,7 +53,9 @@ def bulk(
     from .runner import BulkJob, default_jobs, run_local
 
     since = _since(since_text)
-    options = Options(payer=payer.lower() if payer else None, use=use, now=dt.datetime.now(dt.UTC).replace(microsecond=0))  # type: ignore[arg-type]
+    # One creation time for the whole run: every engine and job count writes the same bytes.
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    options = Options(payer=payer.lower() if payer else None, use=use, now=now)  # type: ignore[arg-type]
     validate_options(options)
     if master is not None and engine != "spark":
         raise UsageError("--master goes with --engine spark.")

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from ..errors import UsageError
 
@@ -47,9 +47,9 @@ def discover(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
     for given in inputs:
         path = Path(given)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
+            for root, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
+                for name in sorted(names):
                     full = Path(root) / name
                     shown = str(Path(given) / full.relative_to(path))
                     (found.append((full, shown)) if is_data_file(name) else passed_over.append(shown))
@@ -82,7 +82,7 @@ def _open(file: InputFile) -> IO[bytes]:
     except OSError as exc:
         raise UsageError(f"Input file {file.shown} cannot be read ({exc.strerror}).") from None
     if file.compressed:
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     return raw
 
 

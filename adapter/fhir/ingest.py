@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -149,8 +150,8 @@ class ResourceIndex:
 
     @staticmethod
     def _problems(top: Res) -> InvalidR4Error | None:
-        issues = r4schema.validate(top.data, max_issues=_MAX_SCHEMA_DETAILS)
-        if not issues and json_depth(top.data) > MAX_USED_DEPTH:
+        issues, depth = r4schema.validate_with_depth(top.data, max_issues=_MAX_SCHEMA_DETAILS)
+        if not issues and depth > MAX_USED_DEPTH:
             return InvalidR4Error(
                 f"{top.label()} is nested more than {MAX_USED_DEPTH} levels deep; the adapter cannot write it back "
                 "(FHIR resources are not nested that deep)."
@@ -171,26 +172,12 @@ class ResourceIndex:
         )
 
 
-def json_depth(value: Any) -> int:
-    """Nesting depth of a JSON value, found iteratively (the input may nest deeper than Python's
-    recursion limit)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(current, dict):
-            stack.extend((v, level + 1) for v in current.values() if isinstance(v, (dict, list)))
-        elif isinstance(current, list):
-            stack.extend((v, level + 1) for v in current if isinstance(v, (dict, list)))
-    return deepest
-
-
 def _rebase(schema_path: str, res: Res) -> str:
     _, _, rest = schema_path.partition(".")
     return res.path if not rest else f"{res.path}.{rest}"
 
 
+@lru_cache(maxsize=16384)  # the same references recur in every resource of a bulk export
 def relative_part(reference: str) -> str | None:
     """`Type/id` from a relative, versioned or absolute RESTful reference."""
     parts = reference.split("?")[0].rstrip("/").split("/")

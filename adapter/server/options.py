@@ -54,9 +54,7 @@ def fhir_server_options(*, fhir_token_aliases: Sequence[str] = (), base_required
     to `server_options_from`; `fhir_token_aliases` are the command's old spellings of
     `--fhir-token`. `bulk` reads files or a server, so its `--fhir-base` is optional."""
     decorators: list[Callable[[F], F]] = [
-        click.option(
-            "--fhir-base", required=base_required, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir."
-        ),
+        click.option("--fhir-base", required=base_required, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir."),
         click.option(
             "--fhir-token",
             "fhir_token",

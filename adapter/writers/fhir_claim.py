@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, Protocol
-
-import orjson
 
 from ..coding import coding_tables
 from ..decision import NAMESPACE, ClaimDecision, DecidedLine, EvidenceEntry
 from ..fhir.ingest import Res, ResourceIndex
 from ..fhir.systems import CPT, ICD10CM, POS_SYSTEM
-from ..fhir.values import reference_holders
+from ..fhir.values import copy_with_references
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,12 @@ def entry_url(res: Res) -> str:
     key (stable: the same input always gives the same Bundle)."""
     if res.container is None and res.full_url and res.full_url.startswith(("http://", "https://")):
         return res.full_url
-    return f"urn:uuid:{uuid.uuid5(NAMESPACE, res.key)}"
+    return _key_url(res.key)
+
+
+@lru_cache(maxsize=4096)  # a bulk run names the same shared resources in many Bundles
+def _key_url(key: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(NAMESPACE, key)}"
 
 
 class BundleEntries:
@@ -94,27 +97,34 @@ class BundleEntries:
         return True
 
     def close(self) -> list[dict[str, Any]]:
-        """Copies of the resources, with what they reference added transitively: one walk of each
-        resource finds its references and copies it, rewriting them to the Bundle's fullUrls."""
+        """Copies of the resources, with what they reference added transitively. One walk of each
+        resource copies it and finds its references (in the copy); they are then rewritten to the
+        Bundle's fullUrls."""
+        copies: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
         done = 0
         while done < len(self.order):
             res = self.order[done]
             done += 1
-            for target in _referenced(self.index, res):
-                if id(target) not in self.urls and self._includable(target):
+            copy, holders = copy_with_references(res.data)
+            copies.append((copy, holders))
+            for holder in holders:
+                reference = holder["reference"]
+                if reference.startswith("#"):
+                    continue
+                target = self.index.resolve(reference, res)
+                if target is not None and id(target) not in self.urls and self._includable(target):
                     self.url_of(target)
         entries = []
-        for res in self.order:
-            copy = _copy_json(res.data)
+        for res, (copy, holders) in zip(self.order, copies, strict=True):
             if res.container is not None:
                 copy["id"] = contained_id(res)
             else:
-                self._rewrite(copy, res)
+                self._rewrite(holders, res)
             entries.append({"fullUrl": self.urls[id(res)], "resource": copy})
         return entries
 
-    def _rewrite(self, copy: dict[str, Any], res: Res) -> None:
-        for holder in reference_holders(copy):
+    def _rewrite(self, holders: list[dict[str, Any]], res: Res) -> None:
+        for holder in holders:
             target = self.index.resolve(holder["reference"], res)
             if target is not None and id(target) in self.urls and target.container is None:
                 holder["reference"] = self.urls[id(target)]
@@ -149,11 +159,11 @@ class ServerReferences:
         return {"reference": f"{res.type}/{res.id}"}
 
     def _contain(self, res: Res) -> str:
-        inner = _copy_json(res.data)
+        inner, holders = copy_with_references(res.data)
         inner["id"] = contained_id(res)
         container = res.container
         container_ref = f"{container.type}/{container.id}" if container is not None and container.id else None
-        for holder in reference_holders(inner):
+        for holder in holders:
             target = holder["reference"]
             # "#x" meant the original container (or a sibling inside it): that is the container.
             if target.startswith("#") and container_ref:
@@ -167,21 +177,6 @@ class ServerReferences:
 def contained_id(res: Res) -> str:
     parent = res.container.id if res.container is not None and res.container.id else "contained"
     return f"{parent}-{res.id or 'x'}"[:64]
-
-
-def _copy_json(value: dict[str, Any]) -> dict[str, Any]:
-    copied: dict[str, Any] = orjson.loads(orjson.dumps(value))
-    return copied
-
-
-def _referenced(index: ResourceIndex, res: Res) -> Iterator[Res]:
-    for holder in reference_holders(res.data):
-        reference = holder["reference"]
-        if reference.startswith("#"):
-            continue
-        target = index.resolve(reference, res)
-        if target is not None:
-            yield target
 
 
 # --------------------------------------------------------------------------- the Claim
