@@ -211,6 +211,9 @@ def _write_patient(rng: random.Random, number: int, sessions: int, files: _Files
         {
             "resourceType": "AllergyIntolerance",
             "id": p.next_id("allergy"),
+            "clinicalStatus": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]
+            },
             "patient": _ref(p.key),
             "code": {"text": "Penicillin"},
         }
