@@ -127,6 +127,19 @@ def session_error(patient: str, day: dt.date, procedures: Sequence[str], error: 
     }
 
 
+def patient_references(raw: bytes) -> set[str]:
+    """The `Patient/id` keys a line's references name (the Spark engine sends the Patients that
+    other patients' resources name along with the shared lines)."""
+    found: set[str] = set()
+    for match in _REFERENCE.finditer(raw):
+        value = match.group(1)
+        reference = orjson.loads(b'"' + value + b'"') if b"\\" in value else value.decode()
+        key = relative_part(reference) if reference and reference[0] != "#" else None
+        if key is not None and key.startswith("Patient/"):
+            found.add(key)
+    return found
+
+
 def _reach(lines: Sequence[SourceLine], resources: list[Res], local: set[str], shared: SharedLookup) -> list[int]:
     """Add the shared records the patient's resources reach (by reference, transitively, and by
     being pointed at); return the store numbers of those that are shared lines only."""
