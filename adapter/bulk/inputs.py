@@ -78,12 +78,11 @@ def discover(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
 
 def _open(file: InputFile) -> IO[bytes]:
     try:
-        raw = file.path.open("rb")
+        if file.compressed:
+            return cast(IO[bytes], gzip.open(file.path, "rb"))
+        return file.path.open("rb")
     except OSError as exc:
         raise UsageError(f"Input file {file.shown} cannot be read ({exc.strerror}).") from None
-    if file.compressed:
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
-    return raw
 
 
 def read_lines(file: InputFile) -> Iterator[tuple[int, bytes]]:
