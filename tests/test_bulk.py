@@ -250,3 +250,62 @@ def test_spark_engine_writes_the_same_claims_as_the_local_engine(
     assert (tmp_path / "claims.ndjson").read_bytes() == (outdir / "claims.ndjson").read_bytes()
     assert (tmp_path / "summary.json").read_bytes() == (outdir / "summary.json").read_bytes()
     assert tally.exit_code == local.exit_code
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values() if isinstance(v, (dict, list))), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value if isinstance(v, (dict, list))), default=0)
+    return 0
+
+
+def test_the_schema_walk_measures_the_depth_of_every_valid_resource(export: Path) -> None:
+    """The depth check rides on the validation walk; on valid resources it is the JSON depth."""
+    checked = 0
+    for path in [*sorted(export.glob("*.ndjson")), EXAMPLE_NDJSON]:
+        for line in path.read_text().splitlines():
+            try:
+                resource = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(resource, dict) or r4schema.validate(resource):
+                continue
+            issues, depth = r4schema.validate_with_depth(resource)
+            assert not issues and depth == _depth(resource), resource.get("id")
+            checked += 1
+    deep: dict[str, Any] = {"resourceType": "Basic", "code": {"text": "x"}, "extension": []}
+    level = deep
+    for _ in range(30):
+        inner: dict[str, Any] = {"url": "http://x", "extension": []}
+        level["extension"] = [inner]
+        level = inner
+    level.pop("extension")
+    level["valueString"] = "leaf"
+    assert r4schema.validate_with_depth(deep) == ([], _depth(deep))
+    assert checked > 500
+
+
+def test_one_copying_walk_finds_the_references_reference_holders_finds() -> None:
+    from adapter.fhir.values import copy_with_references, reference_holders
+
+    source = json.loads((REPO / "examples" / "medicare-lumbar-rfa-transaction" / "input.json").read_text())
+    for entry in source["entry"]:
+        resource = entry["resource"]
+        copy, holders = copy_with_references(resource)
+        assert copy == resource and copy is not resource
+        assert [h["reference"] for h in holders] == [h["reference"] for h in reference_holders(resource)]
+        for holder in holders:
+            holder["reference"] = "changed"
+        assert "changed" not in json.dumps(resource)
+
+
+def test_icd10_search_and_table_agree() -> None:
+    from adapter.icd10 import code_set
+
+    codes = code_set()
+    sample = ["M47816", "M545", "M5450", "M4781", "S32000A", "Z9989", "M47", "Q999", "A0", "M4726"]
+    searched = [codes._search(code) for code in sample]
+    table = codes._build()
+    built = [("billable" if table[c] else "not-billable") if c in table else "unknown" for c in sample]
+    assert searched == built

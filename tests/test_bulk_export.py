@@ -172,3 +172,30 @@ def test_a_refused_or_odd_kick_off_is_an_upstream_error(tmp_path: Path) -> None:
     responses.replace(responses.GET, f"{BASE}/$export", status=202)
     with pytest.raises(FhirProtocolError, match="Content-Location"):
         run_export(ServerOptions(BASE), ExportRequest(), tmp_path / "again")
+
+
+@pytest.mark.server
+def test_the_test_servers_export_follows_the_ig(fhir_server: FhirTestServer, loaded: tuple[str, Path]) -> None:
+    import requests
+
+    group, _ = loaded
+    base = fhir_server.base_url
+    assert requests.get(f"{base}/$export", timeout=10).status_code == 400  # no Prefer: respond-async
+    async_ = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+    assert requests.get(f"{base}/$export?_type=Nope", headers=async_, timeout=10).status_code == 400
+    assert requests.get(f"{base}/$export?_outputFormat=text/csv", headers=async_, timeout=10).status_code == 400
+    assert requests.get(f"{base}/Group/no-such-group/$export", headers=async_, timeout=10).status_code == 404
+    kick = requests.get(f"{base}/Group/{group}/$export?_type=Patient", headers=async_, timeout=10)
+    assert kick.status_code == 202
+    status_url = kick.headers["Content-Location"]
+    pending = requests.get(status_url, timeout=10)
+    assert pending.status_code == 202 and pending.headers["Retry-After"] and pending.headers["X-Progress"]
+    done = requests.get(status_url, timeout=10)
+    manifest = done.json()
+    assert done.status_code == 200 and manifest["output"] and {o["type"] for o in manifest["output"]} == {"Patient"}
+    lines = requests.get(manifest["output"][0]["url"], timeout=10).text.splitlines()
+    members = requests.get(f"{base}/Group/{group}", timeout=10).json()["member"]
+    assert len(lines) == len(members)  # every member patient, one a line
+    assert all(json.loads(line)["resourceType"] == "Patient" for line in lines)
+    assert requests.delete(status_url, timeout=10).status_code == 202
+    assert requests.get(status_url, timeout=10).status_code == 404
