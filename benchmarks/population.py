@@ -23,6 +23,7 @@ CPT = "http://www.ama-assn.org/go/cpt"
 SCT = "http://snomed.info/sct"
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
 LOINC = "http://loinc.org"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
 POS = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set"
 SIDES = {"left": ("7771000", "Left"), "right": ("24028007", "Right"), "bilateral": ("51440002", "Bilateral")}
 DIAGNOSTIC, THERAPEUTIC = "103693007", "277132007"
@@ -211,9 +212,7 @@ def _write_patient(rng: random.Random, number: int, sessions: int, files: _Files
         {
             "resourceType": "AllergyIntolerance",
             "id": p.next_id("allergy"),
-            "clinicalStatus": {
-                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]
-            },
+            "clinicalStatus": {"coding": [{"system": ALLERGY_CLINICAL, "code": "active"}]},
             "patient": _ref(p.key),
             "code": {"text": "Penicillin"},
         }

@@ -23,8 +23,8 @@ BUCKET_BYTES = 2 << 20
 MIN_BUCKETS = 8
 MAX_BUCKETS = 1024
 GZIP_RATIO = 6  # a rough expansion of NDJSON under gzip, for sizing only
-_FLUSH_BYTES = 64 << 10  # per bucket
-_FLUSH_ALL_BYTES = 32 << 20  # all buffers together
+_FLUSH_BYTES = 32 << 10  # per bucket
+_FLUSH_ALL_BYTES = 16 << 20  # all buffers together
 
 
 def bucket_count(input_bytes: int) -> int:
