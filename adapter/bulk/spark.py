@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -138,7 +139,30 @@ def run_spark(job: BulkJob, master: str | None) -> Tally:
         return tally
     finally:
         spark.stop()
+        _end_gateway()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _end_gateway() -> None:
+    """Stop the JVM that PySpark started and its Py4J threads: a caller that goes on running (a
+    test session, a service) keeps neither. PySpark keeps the gateway for a later session, which
+    a bulk run never starts."""
+    from pyspark import SparkContext
+
+    gateway = getattr(SparkContext, "_gateway", None)
+    if gateway is None:
+        return
+    process = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    if process is not None:
+        if process.stdin is not None:
+            process.stdin.close()  # the JVM exits when its standard input closes
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
 
 
 def _keyed(items: Iterator[tuple[str, bytes]]) -> Iterator[bytes]:
