@@ -309,3 +309,11 @@ def test_icd10_search_and_table_agree() -> None:
     table = codes._build()
     built = [("billable" if table[c] else "not-billable") if c in table else "unknown" for c in sample]
     assert searched == built
+
+
+def test_an_output_folder_inside_the_input_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "export").mkdir()
+    shutil.copy(EXAMPLE_NDJSON, tmp_path / "export" / "All.ndjson")
+    first = run([tmp_path / "export"], tmp_path / "export" / "out")
+    second = run([tmp_path / "export"], tmp_path / "export" / "out")
+    assert first.lines_read == second.lines_read == 15 and second.bad_lines == 0

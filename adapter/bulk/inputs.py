@@ -39,16 +39,19 @@ def is_data_file(name: str) -> bool:
     return bare.endswith(SUFFIXES) and not name.startswith(".")
 
 
-def discover(inputs: Sequence[str]) -> tuple[list[InputFile], list[str]]:
+def discover(inputs: Sequence[str], *, outdir: Path | None = None) -> tuple[list[InputFile], list[str]]:
     """The data files of the inputs, in a stable order (folders sorted by path), and the names of
-    files in those folders that were passed over. A missing input is a usage error."""
+    files in those folders that were passed over. A missing input is a usage error. The output
+    folder is never read as input, even inside an input folder (a second run would read the
+    first one's claims)."""
+    skip = outdir.resolve() if outdir is not None else None
     found: list[tuple[Path, str]] = []
     passed_over: list[str] = []
     for given in inputs:
         path = Path(given)
         if path.is_dir():
             for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() != skip)
                 for name in sorted(names):
                     full = Path(root) / name
                     shown = str(Path(given) / full.relative_to(path))

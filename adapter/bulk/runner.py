@@ -67,7 +67,7 @@ def prepare_outdir(outdir: Path) -> Path:
 
 
 def run_local(job: BulkJob) -> Tally:
-    files, passed_over = discover(job.inputs)
+    files, passed_over = discover(job.inputs, outdir=job.outdir)
     work = prepare_outdir(job.outdir)
     try:
         tally = Tally()

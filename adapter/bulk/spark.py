@@ -66,7 +66,7 @@ def run_spark(job: BulkJob, master: str | None) -> Tally:
         from pyspark.sql import SparkSession
     except ImportError:
         raise UsageError("--engine spark needs PySpark: pip install 'facet-adapter[spark]'.") from None
-    files, passed_over = discover(job.inputs)
+    files, passed_over = discover(job.inputs, outdir=job.outdir)
     work = prepare_outdir(job.outdir)
     if master is None or master.startswith("local"):
         # Local executors must run this interpreter, the one with the adapter installed.
