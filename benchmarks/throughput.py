@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -100,8 +101,13 @@ def run_bulk(folder: Path, outdir: Path, jobs: int | None, engine: str) -> tuple
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     _, stderr = process.communicate()
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # CPU seconds are less disturbed than wall time when other work shares the machine.
+    say(f"bulk CPU: {cpu:.2f} s (user + system, all its processes)")
     done.set()
     sampler.join()
     if process.returncode not in (0, 1):
