@@ -233,23 +233,28 @@ def test_a_truncated_gzip_file_is_reported_not_fatal(tmp_path: Path) -> None:
     assert tally.bad_lines == 1
 
 
-def test_spark_engine_writes_the_same_claims_as_the_local_engine(
-    export: Path, coded: tuple[Path, Any], tmp_path: Path
-) -> None:
+def test_spark_engine_writes_the_same_claims_as_the_local_engine(export: Path, tmp_path: Path) -> None:
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java")
     from adapter.bulk.spark import run_spark
 
-    job = BulkJob((str(export),), tmp_path, Settings(Options(now=NOW)), jobs=2)
+    # Two files (one mixed, one gzipped): few Spark partitions keep the JVM's work short.
+    compact = tmp_path / "in"
+    compact.mkdir()
+    plain = sorted(export.glob("*.ndjson"))
+    (compact / "Mixed.ndjson").write_bytes(b"".join(path.read_bytes() for path in plain))
+    shutil.copy(export / "Encounter.ndjson.gz", compact)
+    local = run([compact], tmp_path / "local", jobs=2)
+    job = BulkJob((str(compact),), tmp_path / "spark", Settings(Options(now=NOW)), jobs=2)
     tally = run_spark(job, "local[2]")
-    outdir, local = coded
-    assert set((tmp_path / "claims.ndjson").read_text().splitlines()) == set(
-        (outdir / "claims.ndjson").read_text().splitlines()
-    )
-    assert (tmp_path / "claims.ndjson").read_bytes() == (outdir / "claims.ndjson").read_bytes()
-    assert (tmp_path / "summary.json").read_bytes() == (outdir / "summary.json").read_bytes()
-    assert tally.exit_code == local.exit_code
+    spark_claims = (tmp_path / "spark" / "claims.ndjson").read_bytes()
+    local_claims = (tmp_path / "local" / "claims.ndjson").read_bytes()
+    assert set(spark_claims.splitlines()) == set(local_claims.splitlines())
+    assert spark_claims == local_claims  # and in the same order
+    for name in ("outcomes.ndjson", "errors.ndjson", "summary.json"):
+        assert (tmp_path / "spark" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    assert tally.exit_code == local.exit_code and tally.sessions == 60
 
 
 def _depth(value: Any) -> int:
