@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -76,18 +77,26 @@ def run_local(job: BulkJob) -> Tally:
         writer = BucketWriter(work / "buckets", bucket_count(estimate))
         parts = work / "parts"
         parts.mkdir()
+        started = time.monotonic()
         with _Bar(job.progress, sum(f.size for f in files), "routing", "B") as bar:
             route_all(files, writer, store, tally, parts, bar.advance)
         writer.flush()
         store.finish()
         buckets = writer.buckets()
+        log.info(
+            "routed %d line(s) to %d bucket(s) in %.1f s", tally.lines_read, len(buckets), time.monotonic() - started
+        )
+        started = time.monotonic()
         tasks = [(bucket_path(writer.folder, b), parts, f"{b:04d}", store.path, job.settings) for b in buckets]
         with _Bar(job.progress, len(tasks), "coding", "bucket") as bar:
             for result in _map(code_bucket, tasks, job.jobs):
                 tally.merge(result)
                 bar.advance(1)
+        log.info("coded %d session(s) in %.1f s with %d job(s)", tally.sessions, time.monotonic() - started, job.jobs)
+        started = time.monotonic()
         close_accounts(tally, store.count - store.partitioned)
         finish_outputs(job.outdir, parts, tally, files, passed_over, job)
+        log.info("wrote the output files in %.1f s", time.monotonic() - started)
         return tally
     finally:
         shutil.rmtree(work, ignore_errors=True)
