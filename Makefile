@@ -27,8 +27,8 @@ fixtures:
 	tools/fetch-r4-examples
 
 lint: install-dev
-	$(BIN)/ruff check adapter tests tools
-	$(BIN)/ruff format --check adapter tests tools
+	$(BIN)/ruff check adapter tests tools benchmarks
+	$(BIN)/ruff format --check adapter tests tools benchmarks
 	$(BIN)/mypy
 
 test: lint fixtures browser

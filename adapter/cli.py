@@ -132,6 +132,7 @@ class _LazyGroup(click.Group):
         "response": "adapter.claimresponse.cli:response",
         "submit": "adapter.claimresponse.cli:submit",
         "payer": "adapter.payer.cli:payer",
+        "bulk": "adapter.bulk.command:bulk",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

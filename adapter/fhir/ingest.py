@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -117,7 +118,7 @@ class ResourceIndex:
             return self._by_url[reference]
         if reference.startswith(("urn:uuid:", "urn:oid:")):
             return None
-        relative = _relative_part(reference)
+        relative = relative_part(reference)
         if relative is None:
             return None
         if context is not None and context.full_url and "://" not in reference:
@@ -149,8 +150,8 @@ class ResourceIndex:
 
     @staticmethod
     def _problems(top: Res) -> InvalidR4Error | None:
-        issues = r4schema.validate(top.data, max_issues=_MAX_SCHEMA_DETAILS)
-        if not issues and json_depth(top.data) > MAX_USED_DEPTH:
+        issues, depth = r4schema.validate_with_depth(top.data, max_issues=_MAX_SCHEMA_DETAILS)
+        if not issues and depth > MAX_USED_DEPTH:
             return InvalidR4Error(
                 f"{top.label()} is nested more than {MAX_USED_DEPTH} levels deep; the adapter cannot write it back "
                 "(FHIR resources are not nested that deep)."
@@ -171,27 +172,13 @@ class ResourceIndex:
         )
 
 
-def json_depth(value: Any) -> int:
-    """Nesting depth of a JSON value, found iteratively (the input may nest deeper than Python's
-    recursion limit)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(current, dict):
-            stack.extend((v, level + 1) for v in current.values() if isinstance(v, (dict, list)))
-        elif isinstance(current, list):
-            stack.extend((v, level + 1) for v in current if isinstance(v, (dict, list)))
-    return deepest
-
-
 def _rebase(schema_path: str, res: Res) -> str:
     _, _, rest = schema_path.partition(".")
     return res.path if not rest else f"{res.path}.{rest}"
 
 
-def _relative_part(reference: str) -> str | None:
+@lru_cache(maxsize=16384)  # the same references recur in every resource of a bulk export
+def relative_part(reference: str) -> str | None:
     """`Type/id` from a relative, versioned or absolute RESTful reference."""
     parts = reference.split("?")[0].rstrip("/").split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
@@ -304,6 +291,12 @@ def _collect(value: Any, out: list[Res], *, line: int | None) -> None:
         out.append(_make_res(resource, type_, path, full_url, src_line))
 
 
+def line_resource(value: dict[str, Any], line: int | None) -> Res:
+    """One resource read from an NDJSON line (not a Bundle): what `parse_bytes` makes of it."""
+    type_ = _type_name(value)
+    return _make_res(value, type_, type_, None, line)
+
+
 def _type_name(resource: Mapping[str, Any]) -> str:
     type_ = resource.get("resourceType")
     return type_ if isinstance(type_, str) and type_ else "Resource"
@@ -384,10 +377,10 @@ def _history_key(entry: Mapping[str, Any], resource: Any) -> str | None:
         return f"{_type_name(resource)}/{resource['id']}"
     request = entry.get("request")
     if isinstance(request, dict) and isinstance(request.get("url"), str):
-        return _relative_part(request["url"])
+        return relative_part(request["url"])
     full_url = entry.get("fullUrl")
     if isinstance(full_url, str):
-        return _relative_part(full_url)
+        return relative_part(full_url)
     return None
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["SchemaIssue", "is_r4_resource_type", "r4_resource_types", "validate"]
+__all__ = ["SchemaIssue", "is_r4_resource_type", "r4_resource_types", "validate", "validate_with_depth"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +272,7 @@ _ANY_CONTAINED: Final = "#contained"
 # A path is the resource's path string, or (parent path, key) / (parent path, key, index): building
 # strings for every element would cost more than the checks themselves, and only issues need them.
 _Path = str | tuple[Any, ...]
-_Work = tuple[Any, "_Table | None", _Path, str]
+_Work = tuple[Any, "_Table | None", _Path, str, int]  # value, table, path, expected type, depth
 
 
 def _render(path: _Path) -> str:
@@ -299,18 +299,26 @@ def validate(resource: Mapping[str, Any], *, max_issues: int = 20) -> list[Schem
     Never raises for JSON-shaped input. At most ``max_issues`` issues are returned (at least one is
     always reported for an invalid resource, whatever ``max_issues`` says).
     """
+    return validate_with_depth(resource, max_issues=max_issues)[0]
+
+
+def validate_with_depth(resource: Mapping[str, Any], *, max_issues: int = 20) -> tuple[list[SchemaIssue], int]:
+    """`validate`, and the JSON nesting depth of the resource found in the same walk (objects and
+    arrays each count one level, the resource itself is level 1). The depth is exact when there
+    are no issues; with issues, parts of the resource may not have been walked."""
     issues: list[SchemaIssue] = []
+    deepest = [1]
     try:
-        _walk(resource, issues, max(1, max_issues))
+        _walk(resource, issues, max(1, max_issues), deepest)
     except _Full:
         pass
     except Exception:  # pragma: no cover - a bug must reject, not crash the caller's request
         if not issues:
             issues.append(SchemaIssue("Resource", "exception", "The validator failed on this input."))
-    return issues
+    return issues, deepest[0]
 
 
-def _walk(root: object, issues: list[SchemaIssue], limit: int) -> None:
+def _walk(root: object, issues: list[SchemaIssue], limit: int, deepest: list[int]) -> None:
     def add(path: _Path, key: str | None, code: str, message: str) -> None:
         where = _render(path)
         issues.append(SchemaIssue(where if key is None else f"{where}.{key}", code, message))
@@ -319,9 +327,13 @@ def _walk(root: object, issues: list[SchemaIssue], limit: int) -> None:
 
     checkers = _checkers
     # Iterative on purpose: valid R4 can nest deeper than Python's recursion limit (orjson allows 1024).
-    stack: list[_Work] = [(root, None, "", _ANY)]
+    stack: list[_Work] = [(root, None, "", _ANY, 1)]
+    depth_seen = 1
     while stack:
-        obj, table, path, expected = stack.pop()
+        obj, table, path, expected, depth = stack.pop()
+        if depth > depth_seen:
+            depth_seen = depth
+            deepest[0] = depth
         if table is None:
             table = _resource_root(obj, path, expected, add)
             if table is None:
@@ -365,9 +377,9 @@ def _walk(root: object, issues: list[SchemaIssue], limit: int) -> None:
                 elif kind == _COMPLEX or kind == _PEXT:
                     if type(value) is dict or _is_object(value):
                         if children is None:
-                            children = [(value, target, (path, key), "")]
+                            children = [(value, target, (path, key), "", depth + 1)]
                         else:
-                            children.append((value, target, (path, key), ""))
+                            children.append((value, target, (path, key), "", depth + 1))
                     else:
                         what = "an object" if kind == _PEXT else f"a {tname} object"
                         add(path, key, "structure", f"Element '{key}' must be {what}.")
@@ -378,7 +390,7 @@ def _walk(root: object, issues: list[SchemaIssue], limit: int) -> None:
                 elif kind == _RESOURCE:
                     if children is None:
                         children = []
-                    children.append((value, None, (path, key), target))
+                    children.append((value, None, (path, key), target, depth + 1))
                 # _RTYPE (resourceType) was already checked when the resource's table was chosen.
                 continue
             if type(value) is not list:
@@ -387,12 +399,15 @@ def _walk(root: object, issues: list[SchemaIssue], limit: int) -> None:
             if not value:
                 add(path, key, "structure", f"Element '{key}' must not be an empty array.")
                 continue
+            if depth + 1 > depth_seen:
+                depth_seen = depth + 1
+                deepest[0] = depth_seen
             if kind == _COMPLEX:
                 if children is None:
                     children = []
                 for i, item in enumerate(value):
                     if type(item) is dict or _is_object(item):
-                        children.append((item, target, (path, key, i), ""))
+                        children.append((item, target, (path, key, i), "", depth + 2))
                     else:
                         add((path, key, i), None, "structure", f"Element '{key}' must hold {tname} objects.")
             elif kind == _STR or kind == _PRIM:
@@ -430,7 +445,7 @@ def _walk(root: object, issues: list[SchemaIssue], limit: int) -> None:
                         if base is None:
                             add((path, key, i), None, "structure", f"Element '{key}' has a null entry.")
                     elif _is_object(item):
-                        children.append((item, target, (path, key, i), ""))
+                        children.append((item, target, (path, key, i), "", depth + 2))
                     else:
                         add((path, key, i), None, "structure", f"Element '{key}' must hold objects or null.")
             elif kind == _RESOURCE:
@@ -438,7 +453,7 @@ def _walk(root: object, issues: list[SchemaIssue], limit: int) -> None:
                     children = []
                 nested = _ANY_CONTAINED if key == "contained" else target
                 for i, item in enumerate(value):
-                    children.append((item, None, (path, key, i), nested))
+                    children.append((item, None, (path, key, i), nested, depth + 2))
         for name, keys in table.required:
             for k in keys:
                 if k in obj:

