@@ -18,6 +18,15 @@ Guarantees, and what gives them:
 The queue stores resource types, ids and version ids only, never a notification body: the worker
 reads the current resource from the FHIR server, so no patient data sits in this file.
 
+- **One patient at a time, in order.** Every job has a lane: the patient's reference when the
+  notification names it (a rest-hook payload, a full-resource Backport event), otherwise the
+  resource's own reference; re-queries, sweeps and a Subscription's recoveries have lanes of their
+  own. Workers claim a job only when no other job of its lane is working and no earlier job of its
+  lane is still pending, so a pool of workers never syncs one patient twice at once, and a
+  patient's notifications are synced in the order they came. A job that failed and waits to retry
+  does not hold its lane: the patient's later jobs go on (each sync reads the server's current
+  state, so the retry loses nothing by running later).
+
 States: pending → working → done | retry (next_attempt_at, exponential backoff with jitter) →
 … → dead (after `max_attempts`, or at once for input that can never be claimed). `queue retry`
 moves dead jobs back to pending.
@@ -44,8 +53,12 @@ State = Literal["pending", "working", "retry", "done", "dead"]
 STATES: tuple[State, ...] = ("pending", "working", "retry", "done", "dead")
 ACTIVE_STATES: tuple[State, ...] = ("pending", "working", "retry")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MAX_ERROR_CHARS = 500
+# How long a notification waits for a queue another process holds locked before it is answered
+# 503 (the sender delivers again); the workers wait longer, since nobody waits on them.
+ACCEPT_BUSY_SECONDS = 1.0
+WORKER_BUSY_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -68,6 +81,27 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Schema 2: a job's lane (see above) and its detail (what a recovery or sweep covers, JSON), and
+# the Subscriptions the service knows (adapter.service.subscriptions).
+_SCHEMA_2 = (
+    "ALTER TABLE jobs ADD COLUMN lane TEXT",
+    "ALTER TABLE jobs ADD COLUMN detail TEXT",
+)
+_SCHEMA_2_TABLES = """
+CREATE INDEX IF NOT EXISTS jobs_lane ON jobs (lane, state);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    channel TEXT,
+    last_event INTEGER,
+    last_event_at REAL,
+    last_seen_at REAL,
+    heartbeat_seconds REAL,
+    status TEXT,
+    status_at REAL,
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -102,6 +136,16 @@ class Notice:
     resource_id: str | None = None
     version: str | None = None
     dedupe_key: str | None = None
+    lane: str | None = None  # default: the resource's reference (requery: its own lane)
+    detail: str | None = None  # JSON: what a recovery or sweep re-query covers
+
+    @property
+    def job_lane(self) -> str:
+        if self.lane:
+            return self.lane
+        if self.resource_type and self.resource_id:
+            return f"{self.resource_type}/{self.resource_id}"
+        return self.source
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +172,8 @@ class Job:
     lease_until: float | None
     last_error: str | None
     result: str | None
+    lane: str | None = None
+    detail: str | None = None
 
     @property
     def reference(self) -> str | None:
@@ -153,6 +199,8 @@ class Job:
             lease_until=row["lease_until"],
             last_error=row["last_error"],
             result=row["result"],
+            lane=row["lane"],
+            detail=row["detail"],
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -170,6 +218,7 @@ class Job:
             "next_attempt": iso(self.next_attempt_at),
             "last_error": self.last_error,
             "result": self.result,
+            "lane": self.lane,
         }
 
 
@@ -213,6 +262,11 @@ class JobQueue:
                         f"The queue at {self.path} was written by a newer facet-adapter (schema {version})."
                     )
                 conn.executescript(_SCHEMA)
+                columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+                for statement in _SCHEMA_2:
+                    if statement.split()[-2] not in columns:
+                        conn.execute(statement)
+                conn.executescript(_SCHEMA_2_TABLES)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (repr(self.clock()),))
             finally:
@@ -222,19 +276,20 @@ class JobQueue:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+    def _connect(self, busy_seconds: float = WORKER_BUSY_SECONDS) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=busy_seconds, isolation_level=None)
         conn.row_factory = sqlite3.Row
         # FULL: the WAL is synced at every commit, so a committed job survives a power cut too.
         conn.execute("PRAGMA synchronous=FULL")
         return conn
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, busy_seconds: float = WORKER_BUSY_SECONDS) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front: read-then-write decisions (dedupe,
-        claiming a job) cannot interleave with another writer."""
+        claiming a job) cannot interleave with another writer. `busy_seconds`: how long to wait
+        for a lock another connection holds before failing with QueueError."""
         try:
-            conn = self._connect()
+            conn = self._connect(busy_seconds)
         except sqlite3.DatabaseError as exc:
             raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
         try:
@@ -250,9 +305,11 @@ class JobQueue:
         finally:
             conn.close()
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def read(
+        self, sql: str, params: Sequence[Any] = (), *, busy_seconds: float = WORKER_BUSY_SECONDS
+    ) -> list[sqlite3.Row]:
         try:
-            conn = self._connect()
+            conn = self._connect(busy_seconds)
         except sqlite3.DatabaseError as exc:
             raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
         try:
@@ -264,23 +321,39 @@ class JobQueue:
 
     # ------------------------------------------------------------------ producers
 
-    def enqueue(self, notices: Sequence[Notice]) -> list[Enqueued]:
+    def enqueue(
+        self,
+        notices: Sequence[Notice],
+        *,
+        observe: Callable[[sqlite3.Connection], Sequence[Notice]] | None = None,
+        busy_seconds: float = ACCEPT_BUSY_SECONDS,
+    ) -> list[Enqueued]:
         """Add jobs for the notices, all in one transaction (a Backport Bundle with several events
-        is queued whole or not at all). Returns when the rows are on disk."""
+        is queued whole or not at all). Returns when the rows are on disk. `observe` runs first in
+        the same transaction (it records a Subscription's event numbers) and may add notices (a
+        recovery): a notification that is not queued leaves no trace either, so its redelivery
+        finds the same gap."""
         now = self.clock()
         results: list[Enqueued] = []
-        with self._transaction() as conn:
-            for notice in notices:
-                results.append(self._enqueue_one(conn, notice, now))
+        with self.transaction(busy_seconds) as conn:
+            extra = list(observe(conn)) if observe is not None else []
+            for notice in [*notices, *extra]:
+                results.append(self.enqueue_in(conn, notice, now))
         return results
 
+    def enqueue_in(self, conn: sqlite3.Connection, notice: Notice, now: float | None = None) -> Enqueued:
+        """One notice, inside a transaction the caller holds."""
+        return self._enqueue_one(conn, notice, self.clock() if now is None else now)
+
     def _enqueue_one(self, conn: sqlite3.Connection, notice: Notice, now: float) -> Enqueued:
-        if notice.kind == "requery":
+        if notice.kind == "requery" and notice.dedupe_key is None:
             # A re-query that has not started yet will see whatever this ping announces; one that
-            # is running may already have searched, so then a new job is needed.
+            # is running may already have searched, so then a new job is needed. Re-queries of
+            # one lane coalesce (pings with pings, sweeps with sweeps).
             waiting = conn.execute(
                 "SELECT id, state FROM jobs WHERE kind = 'requery' AND state IN ('pending', 'retry') "
-                "ORDER BY id LIMIT 1"
+                "AND COALESCE(lane, 'ping') = ? AND detail IS ? ORDER BY id LIMIT 1",
+                (notice.job_lane if notice.source != "backport" else "ping", notice.detail),
             ).fetchone()
             if waiting is not None:
                 # Only the delivery is counted: the job keeps its state, attempts and backoff. A
@@ -303,17 +376,21 @@ class JobQueue:
                 return Enqueued(existing["id"], False, existing["state"])
         cursor = conn.execute(
             "INSERT INTO jobs (kind, source, resource_type, resource_id, version, dedupe_key, state, "
-            "created_at, updated_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            "created_at, updated_at, next_attempt_at, lane, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
             (
                 notice.kind,
                 notice.source,
                 notice.resource_type,
                 notice.resource_id,
                 notice.version,
-                notice.dedupe_key if notice.kind == "resource" else None,
+                notice.dedupe_key,
                 now,
                 now,
                 now,
+                # Pings and empty Backport events share one re-query lane.
+                "ping" if notice.kind == "requery" and notice.source == "backport" else notice.job_lane,
+                notice.detail,
             ),
         )
         return Enqueued(int(cast(int, cursor.lastrowid)), True, "pending")
@@ -323,11 +400,18 @@ class JobQueue:
     def claim(self, lease_seconds: float) -> Job | None:
         """Take the next due job (or one whose lease ran out) and mark it working."""
         now = self.clock()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
+            # Lanes: nothing else of the job's lane working (under a live lease), and no earlier
+            # job of its lane still pending. Rows of schema 1 have no lane and are not held.
             row = conn.execute(
-                "SELECT id FROM jobs WHERE (state IN ('pending', 'retry') AND next_attempt_at <= ?) "
-                "OR (state = 'working' AND lease_until <= ?) ORDER BY next_attempt_at, id LIMIT 1",
-                (now, now),
+                "SELECT id FROM jobs AS j WHERE ((state IN ('pending', 'retry') AND next_attempt_at <= :now) "
+                "OR (state = 'working' AND lease_until <= :now)) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
+                "AND o.state = 'working' AND o.lease_until > :now) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id "
+                "AND o.state = 'pending') "
+                "ORDER BY next_attempt_at, id LIMIT 1",
+                {"now": now},
             ).fetchone()
             if row is None:
                 return None
@@ -342,7 +426,7 @@ class JobQueue:
         """Mark a claimed job done. False when the claim was lost (the lease ran out and the job
         was claimed again), in which case the other claim records the outcome."""
         now = self.clock()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = ?, result = ?, last_error = NULL "
                 "WHERE id = ? AND state = 'working' AND attempts = ?",
@@ -355,7 +439,7 @@ class JobQueue:
         now = self.clock()
         dead = not retryable or job.attempts >= self.policy.max_attempts
         next_at = None if dead else now + self.policy.delay(job.attempts)
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             row = conn.execute(
                 "UPDATE jobs SET state = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?, last_error = ? "
                 "WHERE id = ? AND state = 'working' AND attempts = ? RETURNING *",
@@ -369,7 +453,7 @@ class JobQueue:
         crashing the process), and jobs waiting to retry are due now, since a restart usually
         follows a fix. Returns (reclaimed, made due)."""
         now = self.clock()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET state = 'dead', lease_until = NULL, updated_at = ?, "
                 "last_error = COALESCE(last_error || ' / ', '') || 'the service stopped while working on it' "
@@ -387,7 +471,7 @@ class JobQueue:
         return reclaimed, due
 
     def next_due_at(self) -> float | None:
-        row = self._read(
+        row = self.read(
             "SELECT MIN(t) AS t FROM (SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN ('pending', 'retry') "
             "UNION ALL SELECT MIN(lease_until) FROM jobs WHERE state = 'working')"
         )
@@ -397,7 +481,7 @@ class JobQueue:
     # ------------------------------------------------------------------ operators
 
     def get(self, job_id: int) -> Job | None:
-        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self.read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(rows[0]) if rows else None
 
     def jobs(self, states: Iterable[State] | None = None, limit: int | None = None) -> list[Job]:
@@ -408,11 +492,11 @@ class JobQueue:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [Job.from_row(row) for row in self._read(sql, params)]
+        return [Job.from_row(row) for row in self.read(sql, params)]
 
     def counts(self) -> dict[State, int]:
         found: dict[State, int] = dict.fromkeys(STATES, 0)
-        for row in self._read("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+        for row in self.read("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
             found[row["state"]] = int(row["n"])
         return found
 
@@ -420,7 +504,7 @@ class JobQueue:
         """Put dead (or retry-waiting) jobs back in the queue with a fresh set of attempts.
         Raises UsageError for an unknown id or a job in another state; changes nothing then."""
         now = self.clock()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             if all_dead:
                 ids = [row["id"] for row in conn.execute("SELECT id FROM jobs WHERE state = 'dead' ORDER BY id")]
             else:
@@ -443,30 +527,30 @@ class JobQueue:
     def prune(self, older_than_seconds: float) -> int:
         """Forget done jobs (and with them their dedupe keys) after a while, so the file stays small."""
         cutoff = self.clock() - older_than_seconds
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return conn.execute("DELETE FROM jobs WHERE state = 'done' AND updated_at < ?", (cutoff,)).rowcount
 
     # ------------------------------------------------------------------ re-query watermark
 
     def _meta(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
 
     def created_at(self) -> float:
         value = self._meta("created_at")
         return float(value) if value is not None else self.clock()
 
-    def watermark(self) -> float | None:
-        """When the last successful re-query started: the next one searches from there."""
-        value = self._meta("watermark")
+    def watermark(self, key: str = "watermark") -> float | None:
+        """When the last successful re-query (`watermark`) or sweep (`sweep_watermark`) started:
+        the next one searches from there."""
+        value = self._meta(key)
         return float(value) if value is not None else None
 
-    def set_watermark(self, timestamp: float) -> None:
-        with self._transaction() as conn:
+    def set_watermark(self, timestamp: float, key: str = "watermark") -> None:
+        with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('watermark', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (repr(timestamp),),
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, repr(timestamp)),
             )
 
 
