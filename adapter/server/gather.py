@@ -231,14 +231,10 @@ def _read_missing(client: FhirClient, found: _Found) -> None:
                 answers = [(0, None)] * len(wanted)
         else:
             answers = [(0, None)] * len(wanted)
-        for reference, (status, resource) in zip(wanted, answers, strict=True):
+        for reference, (status, answer) in zip(wanted, answers, strict=True):
             type_, _, id_ = reference.partition("/")
-            if (
-                status == 200
-                and resource is not None
-                and f"{resource.get('resourceType')}/{resource.get('id')}" == reference
-            ):
-                found.add(resource)
+            if status == 200 and answer is not None and f"{answer.get('resourceType')}/{answer.get('id')}" == reference:
+                found.add(answer)
                 continue
             if status in (404, 410):
                 log.info("%s is referenced but not on the server", reference)
