@@ -21,7 +21,8 @@ from ..read.uses import FOLLOWED, HISTORY_MONTHS, PATIENT_TYPES, REVERSE, code_t
 
 log = logging.getLogger(__name__)
 
-ID_SYNTAX = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # R4 id datatype
+# The R4 id datatype, less `.` and `..`, which a URL would read as the folder or its parent.
+ID_SYNTAX = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9\-.]{1,64}")
 _CHUNK = 20  # references per `Observation?part-of=a,b,...` fallback search
 _COUNT = "100"  # page size asked for
 
