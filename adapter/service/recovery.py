@@ -19,6 +19,7 @@ Every job is idempotent: a Procedure version already queued is not queued again.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -217,7 +218,8 @@ def _event_notices(bundle: dict[str, Any]) -> list[Notice]:
             raise FhirProtocolError(
                 f"The server's $events answer is not a notification Bundle: {exc.message}"
             ) from None
-        notices += [n for n in parsed.notices if n.kind == "resource"]
+        # The dedupe keys are the ones the lost notifications would have had.
+        notices += [dataclasses.replace(n, source="recovery") for n in parsed.notices if n.kind == "resource"]
     return notices
 
 

@@ -255,7 +255,8 @@ class Monitor:
         self.queue = subscriptions.queue
         self.reconcile_seconds = reconcile_seconds
         self.wake = wake
-        self.tick_seconds = tick_seconds
+        # A short sweep period (a test's) is kept to within half a period.
+        self.tick_seconds = min(tick_seconds, reconcile_seconds / 2) if reconcile_seconds else tick_seconds
         self.last_sweep_at: float | None = None
         self._checked: dict[str, float] = {}
         self._stop = threading.Event()
