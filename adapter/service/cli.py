@@ -184,17 +184,20 @@ def serve(
             timeout_graceful_shutdown=10,
         )
 
+        if hook_token is None:
+            # A warning about the configuration, before the start; "listening on" comes once bound.
+            where = "" if host in ("127.0.0.1", "localhost", "::1") else f" on {host}"
+            sys.stderr.write(
+                f"facet-adapter serve: warning: listening{where} without --token ({HOOK_TOKEN_ENV} is not set); "
+                "anyone who can reach the port can queue notifications and call /claim and /check\n"
+            )
+            sys.stderr.flush()
+
         def listening() -> None:
             sys.stderr.write(
                 f"facet-adapter serve: listening on http://{host}:{port}/notify "
                 f"(queue {settings.db_path}, {workers} worker(s))\n"
             )
-            if hook_token is None:
-                where = "" if host in ("127.0.0.1", "localhost", "::1") else f" on {host}"
-                sys.stderr.write(
-                    f"facet-adapter serve: warning: listening{where} without --token ({HOOK_TOKEN_ENV} is not set); "
-                    "anyone who can reach the port can queue notifications and call /claim and /check\n"
-                )
             sys.stderr.flush()
 
         server = _server(config, listening)
