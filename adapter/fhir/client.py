@@ -87,6 +87,7 @@ class FhirClient:
         self._base_path = parts.path.rstrip("/")
         self.max_pages = max_pages
         self._capabilities: dict[str, Any] | None = None
+        self._includes: dict[str, tuple[set[str], set[str]]] | None = None
 
     @property
     def auth(self) -> Auth | None:
@@ -328,13 +329,18 @@ class FhirClient:
             statement = self.capabilities()
         except FhirError:
             return False
-        key = "searchRevInclude" if reverse else "searchInclude"
-        for rest in statement.get("rest") or []:
-            for resource in rest.get("resource") or [] if isinstance(rest, dict) else []:
-                if isinstance(resource, dict) and resource.get("type") == type_:
-                    listed = resource.get(key) or []
-                    return "*" in listed or include in listed
-        return False
+        if self._includes is None:
+            # type -> (searchInclude, searchRevInclude), from the statement fetched once
+            self._includes = {}
+            for rest in statement.get("rest") or []:
+                for resource in rest.get("resource") or [] if isinstance(rest, dict) else []:
+                    if isinstance(resource, dict) and isinstance(resource.get("type"), str):
+                        self._includes.setdefault(
+                            resource["type"],
+                            (set(resource.get("searchInclude") or []), set(resource.get("searchRevInclude") or [])),
+                        )
+        listed = self._includes.get(type_, (set(), set()))[1 if reverse else 0]
+        return "*" in listed or include in listed
 
     # -- plumbing
 

@@ -154,6 +154,16 @@ class Transport:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.session = session if session is not None else requests.Session()
+        if self.session.trust_env:
+            # What the environment says for this server (proxy variables, CA bundle), read once:
+            # requests would read it again on every request (a walk of os.environ, about a
+            # millisecond each). Without trust_env, requests also stops putting a ~/.netrc
+            # login in place of the bearer token.
+            settings = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+            self.session.proxies.update(settings.get("proxies") or {})
+            if isinstance(settings.get("verify"), str):
+                self.session.verify = settings["verify"]
+            self.session.trust_env = False
         self.user_agent = user_agent
         self.max_retry_after = max_retry_after
         self.max_response_bytes = max_response_bytes
