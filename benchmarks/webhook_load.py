@@ -84,18 +84,20 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 @contextmanager
-def service(fhir_base: str, db: Path, workers: int, log_path: Path) -> Iterator[tuple[str, int]]:
+def service(fhir_base: str, db: Path, workers: int, log_path: Path, repo: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     log = log_path.open("ab")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "FACET_ADAPTER_LOG": "WARNING"}
+    env = {**os.environ, "PYTHONPATH": str(repo), "FACET_ADAPTER_LOG": "WARNING"}
+    # --workers 0: a version of serve from before the pool (one worker, no sweep option).
+    options = ["--workers", str(workers), "--reconcile-every", "off"] if workers else []
     process = subprocess.Popen(  # noqa: S603 (our own command line, no shell)
         [
             sys.executable,
             *("-m", "adapter", "serve", "--fhir-base", fhir_base, "--port", str(port)),
             *("--hook-token", TOKEN, "--db", str(db), "--payer", "medicare"),
-            *("--workers", str(workers), "--reconcile-every", "off"),
+            *options,
         ],
-        cwd=REPO,
+        cwd=repo,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -235,7 +237,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="notifications offered per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to offer them")
     parser.add_argument("--patients", type=int, default=100, help="population size (two facet Procedures each)")
-    parser.add_argument("--workers", type=int, default=4, help="serve --workers")
+    parser.add_argument("--workers", type=int, default=4, help="serve --workers (0: a serve without the option)")
+    parser.add_argument(
+        "--serve-repo", type=Path, default=REPO, help="the checkout whose `serve` is measured (before/after)"
+    )
     parser.add_argument("--senders", type=int, default=16, help="client threads sending notifications")
     parser.add_argument("--distinct", action="store_true", help="each second's notifications for different Procedures")
     parser.add_argument("--soak-minutes", type=float, default=None, help="soak: offer for this long, sample memory")
@@ -249,7 +254,7 @@ def main() -> None:
         prefix = f"w{os.urandom(3).hex()}-"
         procedures = load_population(client, args.patients, prefix)
         sys.stderr.write(f"loaded {args.patients} patients ({len(procedures)} facet procedures)\n")
-        with service(fhir.base_url, db, args.workers, Path(folder) / "serve.log") as (url, pid):
+        with service(fhir.base_url, db, args.workers, Path(folder) / "serve.log", args.serve_repo) as (url, pid):
             samples: list[dict[str, float]] = []
 
             def sample(second: int) -> None:
@@ -286,6 +291,7 @@ def main() -> None:
         "jobs_done": len(done),
         "jobs_failed": sum(1 for job in jobs.values() if job.state != "done"),
         "workers": args.workers,
+        "serve_repo": str(args.serve_repo),
         "patients": args.patients,
         "distinct": args.distinct,
         "seconds": seconds,
