@@ -114,6 +114,15 @@ def test_dot_ids_are_not_ids(value: str) -> None:
     assert raised.value.status == 400
 
 
+@pytest.mark.parametrize("encoded", ["%2E", "%2E%2E"])
+def test_a_dot_id_in_the_url_is_refused_400(app_client: MakeClient, encoded: str) -> None:
+    client = app_client(token=TOKEN)
+    answer = put(client, procedure(".."), path=f"/notify/Procedure/{encoded}")
+    assert answer.status_code == 400, answer.text
+    assert "not a valid FHIR id" in answer.json()["issue"][0]["details"]["text"]
+    assert jobs(client) == []
+
+
 def test_a_dot_dot_focus_is_refused_400(app_client: MakeClient) -> None:
     client = app_client(token=TOKEN)
     bundle = notification("event-notification", events=[{"number": "1", "focus": "Procedure/.."}])
