@@ -200,6 +200,10 @@ def serve(
             )
             sys.stderr.flush()
 
+        # The event loop that answers notifications shares the interpreter lock with the sync
+        # workers: hand it over every millisecond (not every 5), so a notification's answer does
+        # not queue behind the workers' coding.
+        sys.setswitchinterval(0.001)
         server = _server(config, listening)
         try:
             server.run()
