@@ -11,7 +11,7 @@ object last:
 `accept` is the time `/notify` took to answer (the job is on disk then); `e2e` is from sending
 the notification to its job being done (the Claim written); `syncs_per_s` is jobs done per
 second from the first notification to the last job done; `lost` counts notified Procedures
-without an open Claim of the adapter, `duplicates` those with more than one. Also in the object:
+without an open (active or draft) Claim of the adapter, `duplicates` those with more than one. Also in the object:
 the settings and the machine's load average before and after (`uptime`), since the two cores
 are shared.
 
@@ -220,7 +220,8 @@ def claims_check(client: FhirClient, procedures: list[dict[str, Any]]) -> tuple[
     patients = sorted({str(p["subject"]["reference"]) for p in procedures})
     open_claims: dict[str, int] = {f"Procedure/{p['id']}": 0 for p in procedures}
     for patient in patients:
-        for claim in client.search("Claim", [("patient", patient), ("status", "active"), ("_count", "100")]):
+        # Open: active, or draft (held for review); cancelled and entered-in-error are not.
+        for claim in client.search("Claim", [("patient", patient), ("status", "active,draft"), ("_count", "100")]):
             if not is_ours(claim):
                 continue
             for reference in billed_procedures(claim):
