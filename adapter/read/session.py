@@ -57,7 +57,9 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
         if entry.proc.status not in VOID_STATUSES:
             access.use(entry.res)
             access.use_all(entry.touched)
-    patient_res = access.get(patient) if patient.startswith("Patient/") else None
+    # The patient's key is `Patient/id`, or the fullUrl of a Patient without an id (a transaction's urn:uuid).
+    found = access.get(patient)
+    patient_res = found if found is not None and found.type == "Patient" else None
     if patient_res is not None:
         access.use(patient_res)
     record = PatientRecord(access, patient, date_of_service)

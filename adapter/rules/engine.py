@@ -27,6 +27,8 @@ __all__ = [
     "ProfileSource",
     "check_case",
     "check_diagnoses",
+    "make_finding",
+    "sort_findings",
     "supporting_conditions",
 ]
 
@@ -76,18 +78,23 @@ def check_case(
             log.error("rule %s could not be applied: %s", rule_id, type(exc).__name__)
             hits = []
             findings.append(
-                _finding(
+                make_finding(
                     pack,
                     RULE_NOT_APPLIED,
                     Hit(f"Rule {rule_id} could not be applied ({type(exc).__name__}).", ()),
                 )
             )
-        findings.extend(_finding(pack, rule_id, hit) for hit in hits)
-    findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], _ORDER[f.rule_id]))
-    return findings, context.diagnoses
+        findings.extend(make_finding(pack, rule_id, hit) for hit in hits)
+    return sort_findings(findings), context.diagnoses
 
 
-def _finding(pack: Pack, rule_id: str, hit: Hit) -> Finding:
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    """Errors first, then warnings, then information; within a severity, in registry order (stable)."""
+    return sorted(findings, key=lambda f: (SEVERITY_ORDER[f.severity], _ORDER[f.rule_id]))
+
+
+def make_finding(pack: Pack, rule_id: str, hit: Hit) -> Finding:
+    """A rule's hit as a finding, with what the pack says about the rule."""
     spec = pack.rule(rule_id)
     return Finding(
         rule_id=rule_id,
@@ -100,6 +107,7 @@ def _finding(pack: Pack, rule_id: str, hit: Hit) -> Finding:
         message=hit.message,
         citation=pack.citation(rule_id),
         carc=spec.carc,
-        hint=spec.hint,
+        hint=hit.hint or spec.hint,
         expressions=hit.expressions,
+        avoids_denial=hit.avoids_denial,
     )

@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import FhirNotFound, FhirProtocolError, FhirRequestRejected, NoFacetProcedureError, UsageError
 from ..fhir.client import FhirClient
 from ..fhir.ingest import ResourceIndex, index_resources
 from ..fhir.responses import parse_location
+from ..fhir.transport import Params
 from ..fhir.values import add_months, parse_date, period_start_end, reference_of
 from ..read.access import values_at
 from ..read.uses import FOLLOWED, HISTORY_MONTHS, PATIENT_TYPES, REVERSE, code_tokens
@@ -77,8 +78,25 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
         focus = client.read(type_, id_)
     except FhirNotFound:
         raise NoFacetProcedureError(f"{key} does not exist on the FHIR server.") from None
+    return gather_around(client, focus)
+
+
+def gather_around(
+    client: FhirClient,
+    focus: Mapping[str, Any],
+    *,
+    known: Sequence[Mapping[str, Any]] = (),
+    have: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """`gather` for a focus procedure the caller already holds (a CDS Hooks draft order is on no
+    server yet). `known` are resources the caller has too (prefetched ones): they are returned
+    with the rest and their references are followed; the searches of the resource types in
+    `have` (and the Patient read, when "Patient" is in it) are left out."""
+    key = f"{focus.get('resourceType')}/{focus.get('id')}"
     found = _Found()
     found.add(focus)
+    for resource in known:
+        found.add(resource)
     subject = reference_of(focus.get("subject"))
     patient = parse_location(client.relative(subject)) if subject and "://" not in client.relative(subject) else None
     if patient is None or patient.type != "Patient":
@@ -96,6 +114,8 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
     # uses and what a sync brings from the server cannot drift apart.
     revincludes: list[str] = []
     for wanted_type in PATIENT_TYPES:
+        if wanted_type.type in have:
+            continue
         # `subject=Patient/x`, not `patient=x`: the same on HAPI, but the `patient` parameters are
         # defined with resolve() and cost the test server a FHIRPath evaluation per resource.
         params = [(wanted_type.search_param, f"Patient/{pid}")]
@@ -118,8 +138,8 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
             revincludes = reverse
         includes = [f.include for f in FOLLOWED if f.source == wanted_type.type and f.include]
         search(wanted_type.type, params + [("_revinclude", i) for i in reverse], includes)
-    _run_reads(client, found, key, pid, searches)
-    if len(revincludes) < len([r for r in REVERSE if r.target == "Procedure"]):
+    _run_reads(client, found, key, pid if "Patient" not in have else None, searches)
+    if "Procedure" not in have and len(revincludes) < len([r for r in REVERSE if r.target == "Procedure"]):
         _observations_about(client, found)
     _read_missing(client, found)
     log.info("gathered %d resource(s) for %s", len(found.items), key)
@@ -127,36 +147,34 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
 
 
 def _run_reads(
-    client: FhirClient, found: _Found, key: str, pid: str, searches: list[tuple[str, list[tuple[str, str]]]]
+    client: FhirClient, found: _Found, key: str, pid: str | None, searches: list[tuple[str, list[tuple[str, str]]]]
 ) -> None:
-    """The patient and the searches, in one `batch` round trip where the server offers batch.
-    A search the batch did not answer whole (an error, or more than one page: `total` above the
-    matches, or a next link) is run again on its own, with paging and the client's errors."""
+    """The patient (`pid`; None: the caller has it) and the searches, in one `batch` round trip
+    where the server offers batch. A search the batch did not answer whole (an error, or more
+    than one page: `total` above the matches, or a next link) is run again on its own, with
+    paging and the client's errors."""
+    reads: list[tuple[str, Params]] = [(f"Patient/{pid}", None)] if pid is not None else []
     results: list[tuple[int, dict[str, Any] | None]] | None = None
-    if client.supports_batch():
+    if (reads or searches) and client.supports_batch():
         try:
-            results = client.batch_get([(f"Patient/{pid}", None), *searches])
+            results = client.batch_get([*reads, *searches])
         except (FhirRequestRejected, FhirProtocolError) as exc:
             log.info("the server did not take the batch of reads (%s); reading one by one", type(exc).__name__)
     if results is None:
-        try:
-            found.add(client.read("Patient", pid))
-        except FhirNotFound:
-            log.warning("%s names Patient/%s, which the server does not have", key, pid)
+        if pid is not None:
+            _read_patient(client, found, key, pid)
         for resource_type, params in searches:
             found.extend(client.search(resource_type, params))
         return
-    status, patient = results[0]
-    if status == 200 and patient is not None and patient.get("resourceType") == "Patient":
-        found.add(patient)
-    elif status in (404, 410):
-        log.warning("%s names Patient/%s, which the server does not have", key, pid)
-    else:
-        try:
-            found.add(client.read("Patient", pid))
-        except FhirNotFound:
+    if pid is not None:
+        status, patient = results[0]
+        if status == 200 and patient is not None and patient.get("resourceType") == "Patient":
+            found.add(patient)
+        elif status in (404, 410):
             log.warning("%s names Patient/%s, which the server does not have", key, pid)
-    for (resource_type, params), (status, bundle) in zip(searches, results[1:], strict=True):
+        else:
+            _read_patient(client, found, key, pid)
+    for (resource_type, params), (status, bundle) in zip(searches, results[len(reads) :], strict=True):
         if status == 200 and bundle is not None and _whole_page(bundle):
             for entry in bundle.get("entry") or []:
                 resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -164,6 +182,13 @@ def _run_reads(
                     found.add(resource)
         else:
             found.extend(client.search(resource_type, params))
+
+
+def _read_patient(client: FhirClient, found: _Found, key: str, pid: str) -> None:
+    try:
+        found.add(client.read("Patient", pid))
+    except FhirNotFound:
+        log.warning("%s names Patient/%s, which the server does not have", key, pid)
 
 
 def _whole_page(bundle: Mapping[str, Any]) -> bool:

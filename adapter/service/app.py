@@ -41,10 +41,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .. import __version__
+from ..cds.routes import cds_router
 from ..errors import AdapterError
 from ..pipeline import Options, Result, process, validate_options
 from .handler import SyncHandler
-from .notifications import Parsed, parse_post, parse_put
+from .notifications import Parsed, capability_statement, parse_post, parse_put
 from .queue import ACTIVE_STATES, Enqueued, JobQueue
 from .settings import Settings
 from .subscriptions import Monitor, Subscriptions, UnknownSubscription, subscription_health
@@ -286,7 +287,7 @@ def create_app(
         responses={200: _fhir_content("CapabilityStatement", _FHIR_SCHEMA)},
     )
     async def metadata(request: Request) -> FhirResponse:
-        return FhirResponse(_capability_statement(str(request.url_for("notify_post")), started, secured))
+        return FhirResponse(capability_statement(str(request.url_for("notify_post")), started, secured))
 
     # ------------------------------------------------------------------ synchronous API
 
@@ -435,6 +436,8 @@ def create_app(
             app.openapi_schema = schema
         return app.openapi_schema
 
+    if settings.cds.enabled:  # GET /cds-services, POST /cds-services/{id} (docs/cds-hooks.md)
+        app.include_router(cds_router(settings))
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 
@@ -492,36 +495,6 @@ def _accepted_text(parsed: Parsed, results: list[Enqueued]) -> str:
     if not results:
         return f"Accepted {parsed.what}; nothing to do."
     return f"Accepted {parsed.what}: " + "; ".join(_job_word(r) for r in results) + "."
-
-
-def _capability_statement(endpoint: str, started: dt.datetime, secured: bool) -> dict[str, Any]:
-    rest: dict[str, Any] = {
-        "mode": "server",
-        "documentation": (
-            "Subscription notification receiver: HAPI rest-hook PUT {endpoint}/{Type}/{id} (Procedure, "
-            "ServiceRequest), empty POST pings, and Subscriptions Backport R4 notification Bundles POSTed to "
-            "the endpoint."
-        ),
-        "resource": [
-            {"type": "Procedure", "interaction": [{"code": "update"}]},
-            {"type": "ServiceRequest", "interaction": [{"code": "update"}]},
-        ],
-        "interaction": [{"code": "transaction", "documentation": "notification Bundles and pings"}],
-    }
-    if secured:
-        rest["security"] = {"description": "Requests need Authorization: Bearer <token> (metadata is open)."}
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "publisher": "facet-adapter",
-        "kind": "instance",
-        "software": {"name": "facet-adapter", "version": __version__},
-        "implementation": {"description": "facet-adapter Subscription notification endpoint", "url": endpoint},
-        "fhirVersion": "4.0.1",
-        "format": [FHIR_JSON, "json"],
-        "rest": [rest],
-    }
 
 
 async def _service_error(_: Request, exc: ServiceError) -> Response:

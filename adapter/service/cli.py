@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 import orjson
 
+from ..cds.options import cds_options, cds_settings_from
 from ..errors import UsageError
 from ..fhir.auth import build_auth
 from ..model import Use
@@ -112,6 +113,7 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
     help="A Subscription id this service serves (repeatable; `subscribe --db` records its own). Once any is "
     "known, Backport notifications for other Subscriptions are refused.",
 )
+@cds_options()
 def serve(
     port: int,
     host: str,
@@ -139,6 +141,7 @@ def serve(
     from ..pipeline import Options, validate_options
     from .app import create_app
 
+    cds = cds_settings_from(fhir_options, host=host, port=port)  # the CDS Hooks service (docs/cds-hooks.md)
     fhir = server_options_from(**fhir_options)
     fhir_base = check_fhir_base(fhir.base_url, "--fhir-base")
     if hook_token is not None and not hook_token.strip():
@@ -171,6 +174,7 @@ def serve(
         lease_seconds=max(900.0, 2 * sync_deadline),
         reconcile_seconds=reconcile_every,
         subscriptions=tuple(subscription_ids),
+        cds=cds,
     )
     with usable_queue(settings.db_path) as queue:
         app = create_app(settings, queue=queue)
@@ -198,6 +202,8 @@ def serve(
                 f"facet-adapter serve: listening on http://{host}:{port}/notify "
                 f"(queue {settings.db_path}, {workers} worker(s))\n"
             )
+            if cds.enabled:
+                sys.stderr.write(f"facet-adapter serve: CDS Hooks discovery at {cds.base_url}/cds-services\n")
             sys.stderr.flush()
 
         # The event loop that answers notifications shares the interpreter lock with the sync

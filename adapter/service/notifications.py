@@ -17,6 +17,7 @@ content loosely: nothing in a body other than types, ids and version ids is kept
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ from typing import Any
 
 import orjson
 
+from .. import __version__
 from .queue import Notice
-from .web import ServiceError
+from .web import FHIR_JSON, ServiceError
 
 MEANINGFUL_TYPES = frozenset({"Procedure", "ServiceRequest"})
 BACKPORT_TYPES = frozenset({"handshake", "heartbeat", "event-notification", "query-status", "query-event"})
@@ -363,3 +365,34 @@ def _entry_target(entry: dict[str, Any]) -> tuple[str, str, str | None, dict[str
                 type_, id_, version, _ = found
                 return type_, id_, version, resource if isinstance(resource, dict) else None
     return None
+
+
+def capability_statement(endpoint: str, started: dt.datetime, secured: bool) -> dict[str, Any]:
+    """The CapabilityStatement of the notification endpoint (`GET /notify/metadata`)."""
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": (
+            "Subscription notification receiver: HAPI rest-hook PUT {endpoint}/{Type}/{id} (Procedure, "
+            "ServiceRequest), empty POST pings, and Subscriptions Backport R4 notification Bundles POSTed to "
+            "the endpoint."
+        ),
+        "resource": [
+            {"type": "Procedure", "interaction": [{"code": "update"}]},
+            {"type": "ServiceRequest", "interaction": [{"code": "update"}]},
+        ],
+        "interaction": [{"code": "transaction", "documentation": "notification Bundles and pings"}],
+    }
+    if secured:
+        rest["security"] = {"description": "Requests need Authorization: Bearer <token> (metadata is open)."}
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "publisher": "facet-adapter",
+        "kind": "instance",
+        "software": {"name": "facet-adapter", "version": __version__},
+        "implementation": {"description": "facet-adapter Subscription notification endpoint", "url": endpoint},
+        "fhirVersion": "4.0.1",
+        "format": [FHIR_JSON, "json"],
+        "rest": [rest],
+    }

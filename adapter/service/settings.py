@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..cds.settings import CdsSettings
 from ..errors import UsageError
 from ..fhir.auth import AuthOptions
 from ..fhir.client import ServerOptions
@@ -73,6 +74,7 @@ class Settings:
     sync_deadline: float = DEFAULT_SYNC_DEADLINE_SECONDS  # one job's requests to the FHIR server, retries included
     reconcile_seconds: float | None = DEFAULT_RECONCILE_SECONDS  # the rest-hook sweep; None: off
     subscriptions: tuple[str, ...] = ()  # Subscription ids given with --subscription
+    cds: CdsSettings = field(default_factory=CdsSettings)  # the CDS Hooks service (docs/cds-hooks.md)
 
     @property
     def fhir_server(self) -> ServerOptions:
