@@ -124,6 +124,9 @@ class _RecordingClient:
     def supports_include(self, type_: str, include: str, *, reverse: bool = False) -> bool:
         return True
 
+    def supports_batch(self) -> bool:
+        return False  # each search on its own, as recorded; the batch path: tests/test_service_pool.py
+
     def relative(self, reference: str) -> str:
         return reference.removeprefix(self.base_url + "/")
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,14 @@ class Service:
     """One `facet-adapter serve` subprocess in its own process group."""
 
     def __init__(
-        self, fhir_base: str, db: Path, log_path: Path, port: int | None = None, *, crash_after_write_back: bool = False
+        self,
+        fhir_base: str,
+        db: Path,
+        log_path: Path,
+        port: int | None = None,
+        *,
+        crash_after_write_back: bool = False,
+        extra: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.db = db
@@ -112,6 +119,7 @@ class Service:
                 str(db),
                 "--payer",
                 "medicare",
+                *extra,
             ],
             cwd=REPO,
             env=env,

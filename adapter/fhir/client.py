@@ -16,10 +16,10 @@ prerequisite rules pass that should fail.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 import requests
@@ -37,6 +37,7 @@ from .transport import (
     HttpResponse,
     Params,
     Transport,
+    param_list,
 )
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class FhirClient:
         self._base_path = parts.path.rstrip("/")
         self.max_pages = max_pages
         self._capabilities: dict[str, Any] | None = None
+        self._includes: dict[str, tuple[set[str], set[str]]] | None = None
 
     @property
     def auth(self) -> Auth | None:
@@ -280,19 +282,65 @@ class FhirClient:
             self._capabilities = self._json("GET", "metadata", idempotent=True)
         return self._capabilities
 
+    def supports_batch(self) -> bool:
+        """Whether the CapabilityStatement lists the system `batch` interaction."""
+        try:
+            statement = self.capabilities()
+        except FhirError:
+            return False
+        return any(
+            isinstance(interaction, dict) and interaction.get("code") == "batch"
+            for rest in statement.get("rest") or []
+            if isinstance(rest, dict)
+            for interaction in rest.get("interaction") or []
+        )
+
+    def batch_get(self, requests: Sequence[tuple[str, Params]]) -> list[tuple[int, dict[str, Any] | None]]:
+        """Several reads and searches in one round trip: a `batch` Bundle of GET entries
+        (`(path, params)` each). Returns each entry's (status, resource), in order; an entry's
+        failure is its status, not an exception."""
+        entries = [
+            {"request": {"method": "GET", "url": path + (f"?{urlencode(param_list(params) or [])}" if params else "")}}
+            for path, params in requests
+        ]
+        response = self.transaction({"resourceType": "Bundle", "type": "batch", "entry": entries})
+        answered_entries = response.get("entry") or []
+        if len(answered_entries) != len(entries):
+            raise FhirProtocolError(
+                f"The FHIR server at {self.transport.shown_base} answered a batch of {len(entries)} entries "
+                f"with {len(answered_entries)}.",
+                method="POST",
+                path="[base]",
+                base_url=self.transport.shown_base,
+            )
+        results: list[tuple[int, dict[str, Any] | None]] = []
+        for entry in answered_entries:
+            entry = entry if isinstance(entry, dict) else {}
+            status_text = str((entry.get("response") or {}).get("status") or "").split(" ", 1)[0]
+            resource = entry.get("resource")
+            results.append(
+                (int(status_text) if status_text.isdigit() else 0, resource if isinstance(resource, dict) else None)
+            )
+        return results
+
     def supports_include(self, type_: str, include: str, *, reverse: bool = False) -> bool:
         """Whether the CapabilityStatement lists this `_include` (`*` counts)."""
         try:
             statement = self.capabilities()
         except FhirError:
             return False
-        key = "searchRevInclude" if reverse else "searchInclude"
-        for rest in statement.get("rest") or []:
-            for resource in rest.get("resource") or [] if isinstance(rest, dict) else []:
-                if isinstance(resource, dict) and resource.get("type") == type_:
-                    listed = resource.get(key) or []
-                    return "*" in listed or include in listed
-        return False
+        if self._includes is None:
+            # type -> (searchInclude, searchRevInclude), from the statement fetched once
+            self._includes = {}
+            for rest in statement.get("rest") or []:
+                for resource in rest.get("resource") or [] if isinstance(rest, dict) else []:
+                    if isinstance(resource, dict) and isinstance(resource.get("type"), str):
+                        self._includes.setdefault(
+                            resource["type"],
+                            (set(resource.get("searchInclude") or []), set(resource.get("searchRevInclude") or [])),
+                        )
+        listed = self._includes.get(type_, (set(), set()))[1 if reverse else 0]
+        return "*" in listed or include in listed
 
     # -- plumbing
 

@@ -1,9 +1,10 @@
 """HTTP to one FHIR server: the exchange under its limits, the retries, and the idempotency policy.
 
 - One `requests.Session` per transport, so connections are reused.
-- Timeouts (connect, read) and two deadlines: `deadline` bounds one attempt, body included, so a
+- Timeouts (connect, read) and three deadlines: `deadline` bounds one attempt, body included, so a
   slow-drip server cannot hold a worker by sending a byte just before every read timeout;
-  `total_deadline` bounds the whole request, retries and waits included.
+  `total_deadline` bounds the whole request, retries and waits included; `within(seconds)` bounds
+  every request made inside it together (the service's one sync), on the calling thread.
 - A response body is read in pieces up to `max_response_bytes` (a declared Content-Length over
   it is refused before anything is read; the size counted is the decoded one, so a small gzip
   body cannot expand past the cap).
@@ -29,8 +30,10 @@ import datetime as dt
 import email.utils
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -151,11 +154,37 @@ class Transport:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.session = session if session is not None else requests.Session()
+        if self.session.trust_env:
+            # What the environment says for this server (proxy variables, CA bundle), read once:
+            # requests would read it again on every request (a walk of os.environ, about a
+            # millisecond each). Without trust_env, requests also stops putting a ~/.netrc
+            # login in place of the bearer token.
+            settings = self.session.merge_environment_settings(self.base_url, {}, None, None, None)
+            self.session.proxies.update(settings.get("proxies") or {})
+            if isinstance(settings.get("verify"), str):
+                self.session.verify = settings["verify"]
+            self.session.trust_env = False
         self.user_agent = user_agent
         self.max_retry_after = max_retry_after
         self.max_response_bytes = max_response_bytes
         self.deadline = deadline
         self.total_deadline = total_deadline
+        self._scope = threading.local()  # the stop time and limit of `within`, per thread
+
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """Every request made inside (on this thread), retries included, ends by `seconds` from
+        now: the last one fails with FhirDeadlineExceeded. Nested scopes keep the earlier end."""
+        outer = getattr(self._scope, "limit", None)
+        stop_at = time.monotonic() + seconds
+        if outer is not None and outer[0] <= stop_at:
+            yield
+            return
+        self._scope.limit = (stop_at, seconds)
+        try:
+            yield
+        finally:
+            self._scope.limit = outer
 
     def close(self) -> None:
         self.session.close()
@@ -190,6 +219,11 @@ class Transport:
         FhirResponseTooLarge when the answer passed the size cap."""
         shown = self.describe(method, url, params)
         stop_at = time.monotonic() + self.total_deadline
+        scope = getattr(self._scope, "limit", None)
+        if scope is not None and scope[0] < stop_at:
+            stop_at = scope[0]
+            if time.monotonic() >= stop_at:
+                raise self._error(_Failed("deadline"), method, url, shown, 0, stop_at)
         attempt = 0
         refreshed = False
         while True:
@@ -254,7 +288,10 @@ class Transport:
                 **context,
             )
         if failure.kind == "deadline":
-            if time.monotonic() >= stop_at:
+            scope = getattr(self._scope, "limit", None)
+            if scope is not None and scope[0] == stop_at and time.monotonic() >= stop_at:
+                limit, what = scope[1], "limit of the whole sync"
+            elif time.monotonic() >= stop_at:
                 limit, what = self.total_deadline, "overall limit of one request"
             else:
                 limit, what = self.deadline, "deadline"
@@ -292,7 +329,7 @@ class Transport:
             response = self.session.request(
                 method,
                 url,
-                params=_param_list(params),
+                params=param_list(params),
                 data=data,
                 headers=dict(headers),
                 timeout=self._timeouts(deadline_at),
@@ -407,10 +444,10 @@ def _query_names(url: str) -> list[str]:
 
 
 def _param_names(params: Params) -> list[str]:
-    return list(dict.fromkeys(name for name, _ in _param_list(params) or []))
+    return list(dict.fromkeys(name for name, _ in param_list(params) or []))
 
 
-def _param_list(params: Params) -> list[tuple[str, str]] | None:
+def param_list(params: Params) -> list[tuple[str, str]] | None:
     if params is None:
         return None
     if isinstance(params, Mapping):

@@ -211,7 +211,10 @@ def desired_subscription(endpoint: str, token: str | None) -> dict[str, Any]:
 
 def subscribe_to(client: FhirClient, endpoint: str, token: str | None) -> tuple[dict[str, Any], str]:
     """Create the rest-hook Subscription, or refresh the one this adapter made earlier for the
-    same endpoint (found by its tag). Returns (the Subscription, "created" | "refreshed")."""
+    same endpoint (found by its tag). Returns (the Subscription, "created" | "refreshed").
+
+    Without a token it never removes a channel header: a Subscription that has one is left as
+    it is (UsageError, exit 2), since every notification without the token would be refused."""
     wanted = desired_subscription(endpoint, token)
     existing = [
         s
@@ -223,6 +226,12 @@ def subscribe_to(client: FhirClient, endpoint: str, token: str | None) -> tuple[
         return stored, "created"
     existing.sort(key=lambda s: str(s.get("id")))
     current = existing[0]
+    if not token and any((s.get("channel") or {}).get("header") for s in existing):
+        raise UsageError(
+            f"Subscription/{current.get('id')} sends a channel header (the hook token the service checks); "
+            "without --hook-token (or FACET_ADAPTER_HOOK_TOKEN) refreshing it would remove the header and "
+            "the service would refuse every notification. Give the hook token; nothing was changed."
+        )
     # The update re-sends `requested` (R4: a client sets only requested or off): HAPI and the
     # test server activate it again, also one the server had set `off` or `error`, and the
     # public HAPI server's hourly expiry looks at _lastUpdated, which this bumps.
@@ -238,9 +247,17 @@ def subscribe_to(client: FhirClient, endpoint: str, token: str | None) -> tuple[
     "Sent by the server as 'Authorization: Bearer <token>' on each notification (or FACET_ADAPTER_HOOK_TOKEN)."
 )
 @fhir_server_options(fhir_token_aliases=("--server-token",))
+@click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    help="The queue database of the `serve` that receives the notifications: the Subscription is recorded "
+    "there, so the service knows it (and refuses Backport deliveries for Subscriptions it does not know).",
+)
 def subscribe(
     endpoint: str,
     hook_token: str | None,
+    db_path: str | None,
     **server: Any,
 ) -> None:
     """Create or refresh the rest-hook Subscription for the facet CPT codes."""
@@ -248,6 +265,16 @@ def subscribe(
         raise UsageError("--endpoint must be an http(s) URL.")
     client = make_client(server_options_from(**server))
     stored, action = subscribe_to(client, endpoint, hook_token)
+    if not hook_token:
+        sys.stderr.write(
+            f"facet-adapter subscribe: warning: Subscription/{stored.get('id')} has no channel header, so the "
+            "server sends notifications without a token; `serve` must then run without --hook-token\n"
+        )
+    if db_path is not None:
+        from ..service.queue import JobQueue
+        from ..service.subscriptions import Subscriptions
+
+        Subscriptions(JobQueue(db_path)).register([str(stored.get("id"))], "subscribe", "rest-hook")
     headers = [h.split(":", 1)[0] + ": ***" for h in stored.get("channel", {}).get("header", [])]
     _write(
         f"Subscription/{stored.get('id')} {action}: status {stored.get('status')}, endpoint {endpoint}, "

@@ -11,18 +11,21 @@ import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import FhirNotFound, FhirRequestRejected, NoFacetProcedureError, UsageError
+from ..errors import FhirNotFound, FhirProtocolError, FhirRequestRejected, NoFacetProcedureError, UsageError
 from ..fhir.client import FhirClient
 from ..fhir.ingest import ResourceIndex, index_resources
 from ..fhir.responses import parse_location
+from ..fhir.transport import Params
 from ..fhir.values import add_months, parse_date, period_start_end, reference_of
 from ..read.access import values_at
 from ..read.uses import FOLLOWED, HISTORY_MONTHS, PATIENT_TYPES, REVERSE, code_tokens
 
 log = logging.getLogger(__name__)
 
-ID_SYNTAX = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # R4 id datatype
+# The R4 id datatype, less `.` and `..`, which a URL would read as the folder or its parent.
+ID_SYNTAX = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9\-.]{1,64}")
 _CHUNK = 20  # references per `Observation?part-of=a,b,...` fallback search
+_COUNT = "100"  # page size asked for
 
 
 def focus_key(procedure_id: str, use: str = "claim") -> str:
@@ -99,17 +102,13 @@ def gather_around(
     if patient is None or patient.type != "Patient":
         return list(found.items.values())  # the pipeline reports what is missing
     pid = patient.id
-    if "Patient" not in have:
-        try:
-            found.add(client.read("Patient", pid))
-        except FhirNotFound:
-            log.warning("%s names Patient/%s, which the server does not have", key, pid)
     dos = date_of(focus)
     since = add_months(dos, -HISTORY_MONTHS) if dos is not None else None
+    searches: list[tuple[str, list[tuple[str, str]]]] = []
 
     def search(resource_type: str, params: list[tuple[str, str]], includes: Sequence[str] = ()) -> None:
         wanted = [i for i in includes if client.supports_include(resource_type, i)]
-        found.extend(client.search(resource_type, [*params, *(("_include", i) for i in wanted), ("_count", "100")]))
+        searches.append((resource_type, [*params, *(("_include", i) for i in wanted), ("_count", _COUNT)]))
 
     # Every search comes from the reader's declaration (adapter.read.uses), so what the reader
     # uses and what a sync brings from the server cannot drift apart.
@@ -139,11 +138,73 @@ def gather_around(
             revincludes = reverse
         includes = [f.include for f in FOLLOWED if f.source == wanted_type.type and f.include]
         search(wanted_type.type, params + [("_revinclude", i) for i in reverse], includes)
+    _run_reads(client, found, key, pid if "Patient" not in have else None, searches)
     if "Procedure" not in have and len(revincludes) < len([r for r in REVERSE if r.target == "Procedure"]):
         _observations_about(client, found)
     _read_missing(client, found)
     log.info("gathered %d resource(s) for %s", len(found.items), key)
     return list(found.items.values())
+
+
+def _run_reads(
+    client: FhirClient, found: _Found, key: str, pid: str | None, searches: list[tuple[str, list[tuple[str, str]]]]
+) -> None:
+    """The patient (`pid`; None: the caller has it) and the searches, in one `batch` round trip
+    where the server offers batch. A search the batch did not answer whole (an error, or more
+    than one page: `total` above the matches, or a next link) is run again on its own, with
+    paging and the client's errors."""
+    reads: list[tuple[str, Params]] = [(f"Patient/{pid}", None)] if pid is not None else []
+    results: list[tuple[int, dict[str, Any] | None]] | None = None
+    if (reads or searches) and client.supports_batch():
+        try:
+            results = client.batch_get([*reads, *searches])
+        except (FhirRequestRejected, FhirProtocolError) as exc:
+            log.info("the server did not take the batch of reads (%s); reading one by one", type(exc).__name__)
+    if results is None:
+        if pid is not None:
+            _read_patient(client, found, key, pid)
+        for resource_type, params in searches:
+            found.extend(client.search(resource_type, params))
+        return
+    if pid is not None:
+        status, patient = results[0]
+        if status == 200 and patient is not None and patient.get("resourceType") == "Patient":
+            found.add(patient)
+        elif status in (404, 410):
+            log.warning("%s names Patient/%s, which the server does not have", key, pid)
+        else:
+            _read_patient(client, found, key, pid)
+    for (resource_type, params), (status, bundle) in zip(searches, results[len(reads) :], strict=True):
+        if status == 200 and bundle is not None and _whole_page(bundle):
+            for entry in bundle.get("entry") or []:
+                resource = entry.get("resource") if isinstance(entry, dict) else None
+                if isinstance(resource, dict):
+                    found.add(resource)
+        else:
+            found.extend(client.search(resource_type, params))
+
+
+def _read_patient(client: FhirClient, found: _Found, key: str, pid: str) -> None:
+    try:
+        found.add(client.read("Patient", pid))
+    except FhirNotFound:
+        log.warning("%s names Patient/%s, which the server does not have", key, pid)
+
+
+def _whole_page(bundle: Mapping[str, Any]) -> bool:
+    """A searchset that holds every match: no next link, and no `total` above the matches."""
+    if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
+        return False
+    links = bundle.get("link") or []
+    if any(isinstance(link, dict) and link.get("relation") == "next" for link in links):
+        return False
+    entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict)]
+    matches = sum(1 for e in entries if (e.get("search") or {}).get("mode", "match") == "match")
+    total = bundle.get("total")
+    if isinstance(total, int):
+        return total <= matches
+    # No total and no link: a full page may have a next one the server did not link.
+    return matches < int(_COUNT)
 
 
 def _observations_about(client: FhirClient, found: _Found) -> None:
@@ -170,7 +231,8 @@ _FOLLOW_HOPS = 3
 
 def _read_missing(client: FhirClient, found: _Found) -> None:
     """Read referenced resources the searches did not return (up to three hops: Procedure → Encounter →
-    Location → Organization). Missing targets are left out; the reader treats them as not on record."""
+    Location → Organization), the reads of one hop in one batch where the server offers it. Missing
+    targets are left out; the reader treats them as not on record."""
     tried: set[str] = set()
     for _ in range(_FOLLOW_HOPS):
         wanted: list[str] = []
@@ -188,8 +250,21 @@ def _read_missing(client: FhirClient, found: _Found) -> None:
                     wanted.append(location.reference)
         if not wanted:
             return
-        for reference in wanted:
+        if len(wanted) > 1 and client.supports_batch():
+            try:
+                answers = client.batch_get([(reference, None) for reference in wanted])
+            except (FhirRequestRejected, FhirProtocolError):
+                answers = [(0, None)] * len(wanted)
+        else:
+            answers = [(0, None)] * len(wanted)
+        for reference, (status, answer) in zip(wanted, answers, strict=True):
             type_, _, id_ = reference.partition("/")
+            if status == 200 and answer is not None and f"{answer.get('resourceType')}/{answer.get('id')}" == reference:
+                found.add(answer)
+                continue
+            if status in (404, 410):
+                log.info("%s is referenced but not on the server", reference)
+                continue
             try:
                 found.add(client.read(type_, id_))
             except FhirNotFound:

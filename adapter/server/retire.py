@@ -23,7 +23,7 @@ from .writeback import OPEN_TASK_STATUSES, RESOLVED, find_one, task_identifier
 log = logging.getLogger(__name__)
 
 
-def _billed_procedures(claim: Mapping[str, Any]) -> set[str]:
+def billed_procedures(claim: Mapping[str, Any]) -> set[str]:
     refs = {reference_of(p.get("procedureReference")) for p in claim.get("procedure") or [] if isinstance(p, Mapping)}
     for item in claim.get("item") or []:
         for ext in item.get("extension") or [] if isinstance(item, Mapping) else []:
@@ -32,7 +32,7 @@ def _billed_procedures(claim: Mapping[str, Any]) -> set[str]:
     return {r for r in refs if r}
 
 
-def _is_ours(claim: Mapping[str, Any]) -> bool:
+def is_ours(claim: Mapping[str, Any]) -> bool:
     return any(
         isinstance(tag, Mapping) and tag.get("system") == PACK_TAG_SYSTEM
         for tag in (claim.get("meta") or {}).get("tag") or []
@@ -60,9 +60,9 @@ def retire_superseded(
         if (
             claim.get("resourceType") != "Claim"
             or claim_id == keep
-            or not _is_ours(claim)
+            or not is_ours(claim)
             or claim.get("status") not in ("active", "draft")
-            or not _billed_procedures(claim) & procedures
+            or not billed_procedures(claim) & procedures
         ):
             continue
         retired.append(f"Claim/{claim_id}")

@@ -9,8 +9,8 @@ Endpoints (all FHIR answers are `application/fhir+json`; every error is an Opera
 | `DELETE /notify/{Type}/{id}` | HAPI delete message: acknowledged, nothing to do |
 | `GET /notify/metadata` | CapabilityStatement (HAPI's reachability check; open) |
 | `POST /claim`, `POST /check` | what `facet-adapter claim` / `check --format json` print |
-| `GET /healthz` | queue depth and worker liveness (open) |
-| `GET /openapi.json` | the OpenAPI document |
+| `GET /healthz` | queue depth, worker liveness, the Subscriptions and their state (open) |
+| `GET /openapi.json` | the OpenAPI document (open: it describes the API and holds no data) |
 
 Notifications are answered **200 with a small FHIR body**, not 202: HAPI's client parses the
 answer as FHIR and fails on an empty or `{}` body (HAPI-1359), and it calls `update()` for
@@ -45,9 +45,10 @@ from ..cds.routes import cds_router
 from ..errors import AdapterError
 from ..pipeline import Options, Result, process, validate_options
 from .handler import SyncHandler
-from .notifications import Parsed, parse_post, parse_put
+from .notifications import Parsed, capability_statement, parse_post, parse_put
 from .queue import ACTIVE_STATES, Enqueued, JobQueue
 from .settings import Settings
+from .subscriptions import Monitor, Subscriptions, UnknownSubscription, subscription_health
 from .web import FHIR_JSON, JSON_TYPES, NDJSON_TYPES, FhirResponse, ServiceError, body_format, outcome, read_body
 from .worker import Handler, Worker
 
@@ -115,23 +116,30 @@ def create_app(
     """Build the service. `handler` replaces the default (sync with the FHIR server), e.g. in
     tests; `run_worker=False` leaves the queue unprocessed."""
     queue = queue or JobQueue(settings.db_path, policy=settings.retry)
+    subscriptions = Subscriptions(queue)
+    if settings.subscriptions:
+        subscriptions.register(settings.subscriptions, "option")
     worker = Worker(
         queue,
-        handler or SyncHandler(settings, queue),
+        handler or SyncHandler(settings, queue, subscriptions),
         lease_seconds=settings.lease_seconds,
         poll_seconds=settings.poll_seconds,
         keep_done_seconds=settings.keep_done_seconds,
+        threads=settings.workers,
     )
+    monitor = Monitor(subscriptions, reconcile_seconds=settings.reconcile_seconds, wake=worker.wake)
     started = dt.datetime.now(dt.UTC)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if run_worker:
             await run_in_threadpool(worker.start)
+            monitor.start()
         try:
             yield
         finally:
             if run_worker:
+                monitor.stop()
                 await run_in_threadpool(worker.stop)
 
     app = FastAPI(
@@ -149,6 +157,8 @@ def create_app(
     app.state.settings = settings
     app.state.queue = queue
     app.state.worker = worker
+    app.state.subscriptions = subscriptions
+    app.state.monitor = monitor
 
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -163,13 +173,31 @@ def create_app(
 
     async def accept(parsed: Parsed, *, as_bundle: bool) -> FhirResponse:
         results: list[Enqueued] = []
-        if parsed.notices:
+        note = parsed.subscription
+        if parsed.notices or note is not None:
             try:
-                results = await run_in_threadpool(queue.enqueue, parsed.notices)
+                if note is None:
+                    results = await run_in_threadpool(queue.enqueue, parsed.notices)
+                else:
+                    results = await run_in_threadpool(
+                        lambda: queue.enqueue(parsed.notices, observe=lambda conn: subscriptions.observe(conn, note))
+                    )
+            except UnknownSubscription as exc:
+                refused = subscriptions.count_refused()
+                log.warning(
+                    "notification for unknown Subscription/%s refused (%d so far)", exc.subscription_id, refused
+                )
+                raise ServiceError(
+                    403,
+                    "forbidden",
+                    f"Subscription/{exc.subscription_id} is not one this service was told about "
+                    "(facet-adapter subscribe --db, or serve --subscription).",
+                ) from None
             except AdapterError as exc:
                 log.error("notification %s not queued: %s", parsed.what, type(exc).__name__)
                 raise ServiceError(503, "transient", "The queue cannot be written now; deliver again later.") from None
-            worker.wake()
+            if results:
+                worker.wake(sum(1 for r in results if r.created))
         text = _accepted_text(parsed, results)
         log.info("notification %s: %s", parsed.what, ", ".join(_job_word(r) for r in results) or "no job")
         body = outcome("information", "informational", text)
@@ -181,6 +209,7 @@ def create_app(
 
     notify_responses = {
         200: _fhir_content("Accepted (queued, already queued, or nothing to do): OperationOutcome naming the job"),
+        403: _fhir_content("A Backport notification for a Subscription the service does not know: OperationOutcome"),
         **_ERRORS,
         **auth_errors,
         **_QUEUE_ERRORS,
@@ -258,7 +287,7 @@ def create_app(
         responses={200: _fhir_content("CapabilityStatement", _FHIR_SCHEMA)},
     )
     async def metadata(request: Request) -> FhirResponse:
-        return FhirResponse(_capability_statement(str(request.url_for("notify_post")), started, secured))
+        return FhirResponse(capability_statement(str(request.url_for("notify_post")), started, secured))
 
     # ------------------------------------------------------------------ synchronous API
 
@@ -386,8 +415,13 @@ def create_app(
                 "seconds_since_loop": round(waited, 1) if waited is not None else None,
                 "stall_after_seconds": worker.stall_seconds,
                 "processed": worker.processed,
+                "threads": worker.threads,
             },
         }
+        try:
+            body["subscriptions"] = await run_in_threadpool(subscription_health, subscriptions, monitor)
+        except AdapterError:
+            body["subscriptions"] = None
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     def openapi() -> dict[str, Any]:
@@ -461,36 +495,6 @@ def _accepted_text(parsed: Parsed, results: list[Enqueued]) -> str:
     if not results:
         return f"Accepted {parsed.what}; nothing to do."
     return f"Accepted {parsed.what}: " + "; ".join(_job_word(r) for r in results) + "."
-
-
-def _capability_statement(endpoint: str, started: dt.datetime, secured: bool) -> dict[str, Any]:
-    rest: dict[str, Any] = {
-        "mode": "server",
-        "documentation": (
-            "Subscription notification receiver: HAPI rest-hook PUT {endpoint}/{Type}/{id} (Procedure, "
-            "ServiceRequest), empty POST pings, and Subscriptions Backport R4 notification Bundles POSTed to "
-            "the endpoint."
-        ),
-        "resource": [
-            {"type": "Procedure", "interaction": [{"code": "update"}]},
-            {"type": "ServiceRequest", "interaction": [{"code": "update"}]},
-        ],
-        "interaction": [{"code": "transaction", "documentation": "notification Bundles and pings"}],
-    }
-    if secured:
-        rest["security"] = {"description": "Requests need Authorization: Bearer <token> (metadata is open)."}
-    return {
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "publisher": "facet-adapter",
-        "kind": "instance",
-        "software": {"name": "facet-adapter", "version": __version__},
-        "implementation": {"description": "facet-adapter Subscription notification endpoint", "url": endpoint},
-        "fhirVersion": "4.0.1",
-        "format": [FHIR_JSON, "json"],
-        "rest": [rest],
-    }
 
 
 async def _service_error(_: Request, exc: ServiceError) -> Response:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 import orjson
@@ -17,8 +20,35 @@ from ..errors import UsageError
 from ..fhir.auth import build_auth
 from ..model import Use
 from ..server.options import fhir_server_options, hook_token_option, server_options_from
-from .queue import STATES, Job, JobQueue, QueueLock, RetryPolicy, State, iso
-from .settings import DEFAULT_DB, HOOK_TOKEN_ENV, MIB, Settings, check_fhir_base
+from .notifications import valid_id
+from .queue import STATES, Job, JobQueue, QueueError, QueueLock, RetryPolicy, State, iso
+from .settings import DEFAULT_DB, DEFAULT_SYNC_DEADLINE_SECONDS, HOOK_TOKEN_ENV, MIB, Settings, check_fhir_base
+
+if TYPE_CHECKING:
+    import uvicorn
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
+
+
+class _Duration(click.ParamType[float | None]):
+    """`30s`, `10m`, `1h` or seconds; `0` or `off` turn the thing off (None)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | None:
+        if value is None or isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text in ("off", "never", "no"):
+            return None
+        match = _DURATION_RE.match(text)
+        if match is None:
+            self.fail(f"{value!r} is not a duration such as 30s, 10m or 1h (or off).", param, ctx)
+        seconds = float(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2] or "s"]
+        return seconds or None
+
+
+DURATION = _Duration()
 
 _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
 
@@ -54,6 +84,35 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
     show_default=True,
     help="/claim and /check requests processed at once; more are answered 503 with Retry-After.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Sync workers: patients synced at once (one patient's jobs always one at a time, in order).",
+)
+@click.option(
+    "--sync-deadline",
+    type=click.FloatRange(1.0),
+    default=DEFAULT_SYNC_DEADLINE_SECONDS,
+    show_default=True,
+    help="Seconds one job may spend on FHIR server requests, retries included; then it fails and is retried.",
+)
+@click.option(
+    "--reconcile-every",
+    type=DURATION,
+    default="10m",
+    show_default=True,
+    help="Sweep for facet Procedures changed since the last sweep that have no current Claim (a notification "
+    "the server gave up on), and check the Subscriptions: e.g. 30s, 10m, 1h; 0 or off: never.",
+)
+@click.option(
+    "--subscription",
+    "subscription_ids",
+    multiple=True,
+    help="A Subscription id this service serves (repeatable; `subscribe --db` records its own). Once any is "
+    "known, Backport notifications for other Subscriptions are refused.",
+)
 @cds_options()
 def serve(
     port: int,
@@ -67,6 +126,10 @@ def serve(
     max_notify_mb: float,
     max_input_mb: float,
     max_api_requests: int,
+    workers: int,
+    sync_deadline: float,
+    reconcile_every: float | None,
+    subscription_ids: tuple[str, ...],
     **fhir_options: Any,
 ) -> None:
     """Receive FHIR Subscription notifications at http://HOST:PORT/notify and serve /claim and /check.
@@ -86,6 +149,9 @@ def serve(
     build_auth(fhir.auth)  # a bad SMART key or an incomplete set of options is exit 2 now, not a failed job later
     chosen = cast(Use, use)  # click.Choice has checked it
     validate_options(Options(payer=payer.lower() if payer else None, use=chosen))
+    for subscription_id in subscription_ids:
+        if not valid_id(subscription_id):
+            raise UsageError(f"--subscription {subscription_id!r} is not a FHIR id (letters, digits, - and .).")
     if not os.environ.get("FACET_ADAPTER_LOG"):
         # The service's own lines (requests, jobs) are what an operator watches; they never hold patient data.
         logging.getLogger("adapter.service").setLevel(logging.INFO)
@@ -102,10 +168,16 @@ def serve(
         max_api_bytes=int(max_input_mb * MIB),
         max_api_concurrency=max_api_requests,
         retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_delay),
+        workers=workers,
+        sync_deadline=sync_deadline,
+        # A job holds its lease for its whole deadline, with room to record the outcome.
+        lease_seconds=max(900.0, 2 * sync_deadline),
+        reconcile_seconds=reconcile_every,
+        subscriptions=tuple(subscription_ids),
         cds=cds,
     )
-    with QueueLock(settings.db_path):
-        app = create_app(settings)
+    with usable_queue(settings.db_path) as queue:
+        app = create_app(settings, queue=queue)
         config = uvicorn.Config(
             app,
             host=host,
@@ -115,17 +187,30 @@ def serve(
             server_header=False,
             timeout_graceful_shutdown=10,
         )
-        server = uvicorn.Server(config)
-        sys.stderr.write(f"facet-adapter serve: http://{host}:{port}/notify (queue {settings.db_path})\n")
-        if cds.enabled:
-            sys.stderr.write(f"facet-adapter serve: CDS Hooks discovery at {cds.base_url}/cds-services\n")
+
         if hook_token is None:
+            # A warning about the configuration, before the start; "listening on" comes once bound.
             where = "" if host in ("127.0.0.1", "localhost", "::1") else f" on {host}"
             sys.stderr.write(
                 f"facet-adapter serve: warning: listening{where} without --token ({HOOK_TOKEN_ENV} is not set); "
                 "anyone who can reach the port can queue notifications and call /claim and /check\n"
             )
-        sys.stderr.flush()
+            sys.stderr.flush()
+
+        def listening() -> None:
+            sys.stderr.write(
+                f"facet-adapter serve: listening on http://{host}:{port}/notify "
+                f"(queue {settings.db_path}, {workers} worker(s))\n"
+            )
+            if cds.enabled:
+                sys.stderr.write(f"facet-adapter serve: CDS Hooks discovery at {cds.base_url}/cds-services\n")
+            sys.stderr.flush()
+
+        # The event loop that answers notifications shares the interpreter lock with the sync
+        # workers: hand it over every millisecond (not every 5), so a notification's answer does
+        # not queue behind the workers' coding.
+        sys.setswitchinterval(0.001)
+        server = _server(config, listening)
         try:
             server.run()
         except SystemExit:
@@ -133,6 +218,42 @@ def serve(
             raise UsageError(f"Could not listen on {host}:{port} (in use, or not an address of this host).") from None
         if not server.started:
             raise UsageError(f"The service did not start on {host}:{port}; see the log above.")
+
+
+def _server(config: uvicorn.Config, on_listening: Callable[[], None]) -> uvicorn.Server:
+    """uvicorn's server that says it is listening once the socket is bound, not before (uvicorn
+    is imported here: `queue list` does not need it)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                on_listening()
+
+    return Server(config)
+
+
+@contextmanager
+def usable_queue(db_path: Path) -> Iterator[JobQueue]:
+    """The queue at `db_path`, opened and locked; a path that cannot be created, opened or written
+    is a usage error (exit 2) naming it."""
+    try:
+        lock = QueueLock(db_path)
+        lock.acquire()
+    except OSError as exc:
+        raise UsageError(f"The queue database {db_path} cannot be used: {exc.strerror or exc}.") from None
+    try:
+        try:
+            queue = JobQueue(db_path)
+            queue.counts()
+        except OSError as exc:
+            raise UsageError(f"The queue database {db_path} cannot be used: {exc.strerror or exc}.") from None
+        except QueueError as exc:
+            raise UsageError(f"The queue database {db_path} cannot be used: {exc.message}") from None
+        yield queue
+    finally:
+        lock.release()
 
 
 @click.group()

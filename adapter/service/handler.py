@@ -8,6 +8,11 @@
   the watermark: the start of the last successful re-query (at first, when the queue was
   created), less a few minutes for clock skew between this host and the server. A wider window
   costs only idempotent re-syncs.
+- A check, recovery or sweep job (Subscriptions and the rest-hook sweep) is
+  `adapter.service.recovery`'s.
+- Each job runs within the whole-sync deadline (`--sync-deadline`): every request it makes to the
+  FHIR server, retries included, ends by then, so a slow server cannot hold a worker longer.
+- Each worker thread has its own client (and so its own pool of kept-alive connections).
 - A focus that is not (or no longer) a billable facet procedure (`NoFacetProcedureError`: not
   completed yet, deleted, not a facet code) is not a failure: a Subscription fires for every
   status change, so the job is done with a note instead of filling the dead-letter list. Other
@@ -17,6 +22,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from typing import TYPE_CHECKING
 
@@ -24,13 +30,12 @@ from ..errors import NoFacetProcedureError
 from ..model import Use
 from ..pipeline import Options
 from .queue import Job, JobQueue, iso
-from .settings import Settings
+from .settings import CLOCK_SKEW_SECONDS, Settings
+from .subscriptions import Subscriptions
 
 if TYPE_CHECKING:
     from ..fhir.client import FhirClient
     from ..server.sync import SyncOutcome
-
-CLOCK_SKEW_SECONDS = 600.0
 
 
 class SyncHandler:
@@ -38,29 +43,54 @@ class SyncHandler:
     whether or not the FHIR server is up. The client is built as `sync` builds it, from the same
     options (`Settings.fhir_server`): bearer token or SMART Backend Services, timeout, retries."""
 
-    def __init__(self, settings: Settings, queue: JobQueue) -> None:
+    def __init__(self, settings: Settings, queue: JobQueue, subscriptions: Subscriptions | None = None) -> None:
         self.settings = settings
         self.queue = queue
+        self.subscriptions = subscriptions or Subscriptions(queue)
         self.options = Options(payer=settings.payer, use=settings.use)
-        self._client: FhirClient | None = None
+        self._local = threading.local()
         self._lock = threading.Lock()
+        self._clients: list[FhirClient] = []
 
     def client(self) -> FhirClient:
-        with self._lock:
-            if self._client is None:
-                from ..fhir.client import make_client
+        """This thread's client."""
+        client: FhirClient | None = getattr(self._local, "client", None)
+        if client is None:
+            from ..fhir.client import make_client
 
-                self._client = make_client(self.settings.fhir_server)
-            return self._client
+            client = make_client(self.settings.fhir_server)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
 
     def __call__(self, job: Job) -> str | None:
-        from ..server.sync import sync_procedure, sync_since
+        client = self.client()
+        with client.transport.within(self.settings.sync_deadline):
+            return self._run(client, job)
 
+    def _run(self, client: FhirClient, job: Job) -> str | None:
+        from ..server.sync import sync_procedure, sync_since
+        from .recovery import run_check, run_recovery, run_sweep
+
+        if job.kind == "requery" and job.source == "check":
+            subscription_id = str(json.loads(job.detail or "{}")["subscription"])
+            return run_check(client, self.queue, self.subscriptions, subscription_id)
+        if job.kind == "requery" and job.source == "recovery":
+            return run_recovery(client, self.queue, self.subscriptions, job)
+        if job.kind == "requery" and job.source == "sweep":
+            return run_sweep(client, self.queue, self.subscriptions, self.settings.use)
         if job.kind == "requery":
             started = self.queue.clock()
             mark = self.queue.watermark() or self.queue.created_at()
             since = iso(mark - CLOCK_SKEW_SECONDS) or ""
-            outcomes = sync_since(self.client(), since, self.options)
+            outcomes = sync_since(client, since, self.options)
             self.queue.set_watermark(started)
             failed = sum(1 for o in outcomes if o.error is not None)
             return f"re-query since {since}: {len(outcomes)} session(s), {failed} not claimable"
@@ -70,7 +100,7 @@ class SyncHandler:
         use: Use = "preauthorization" if job.resource_type == "ServiceRequest" else "claim"
         options = dataclasses.replace(self.options, use=use)
         try:
-            outcome = sync_procedure(self.client(), reference, options)
+            outcome = sync_procedure(client, reference, options)
         except NoFacetProcedureError as exc:
             return f"nothing to claim: {exc.message}"
         return _note(outcome)

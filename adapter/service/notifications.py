@@ -17,6 +17,7 @@ content loosely: nothing in a body other than types, ids and version ids is kept
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ from typing import Any
 
 import orjson
 
+from .. import __version__
 from .queue import Notice
-from .web import ServiceError
+from .web import FHIR_JSON, ServiceError
 
 MEANINGFUL_TYPES = frozenset({"Procedure", "ServiceRequest"})
 BACKPORT_TYPES = frozenset({"handshake", "heartbeat", "event-notification", "query-status", "query-event"})
@@ -35,11 +37,30 @@ _EVENT_TYPES = frozenset({"event-notification", "query-event"})
 SUBSCRIPTION_STATUSES = frozenset({"requested", "active", "error", "off", "entered-in-error"})
 
 TYPE_RE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # the R4 id datatype
+
+
+def valid_id(value: str) -> bool:
+    """An R4 id that is also a usable path segment: `.` and `..` match the id pattern, but in a
+    URL they name the folder or its parent (`Procedure/..` would become `GET {base}/`)."""
+    return bool(ID_RE.match(value)) and value not in (".", "..")
+
+
 # Procedure/1, Procedure/1/_history/2, http://host/fhir/Procedure/1(/_history/2)
 _REFERENCE_RE = re.compile(
     r"(?:^|/)(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/(?P<version>[A-Za-z0-9\-.]{1,64}))?$"
 )
+
+
+@dataclass(frozen=True)
+class SubscriptionNote:
+    """What a Backport notification says about its Subscription (numbers and codes only)."""
+
+    id: str
+    type: str  # handshake | heartbeat | event-notification | query-status | query-event
+    status: str | None  # one of SUBSCRIPTION_STATUSES, or None
+    events_since: int | None  # eventsSinceSubscriptionStart
+    numbers: tuple[int, ...] = ()  # the event numbers this notification carries
 
 
 @dataclass
@@ -50,6 +71,7 @@ class Parsed:
     what: str  # for logs and the answer: no patient data, only shape, types and ids
     notices: list[Notice] = field(default_factory=list)
     bundle_entries: int = 0  # a Backport Bundle is answered with a transaction-response of this size
+    subscription: SubscriptionNote | None = None  # Backport notifications only
 
 
 def bad(message: str) -> ServiceError:
@@ -101,7 +123,7 @@ def parse_put(type_: str, id_: str, body: bytes) -> Parsed:
     """HAPI rest-hook with payload: PUT {endpoint}/{Type}/{id}, the resource as the body."""
     if not TYPE_RE.match(type_):
         raise bad("The URL does not name a FHIR resource type (PUT /notify/{Type}/{id}).")
-    if not ID_RE.match(id_):
+    if not valid_id(id_):
         raise bad("The URL's resource id is not a valid FHIR id.")
     if not body.strip():
         raise bad(f"PUT /notify/{type_}/{{id}} needs the {type_} as its body.")
@@ -123,8 +145,22 @@ def parse_put(type_: str, id_: str, body: bytes) -> Parsed:
         resource_id=id_,
         version=version,
         dedupe_key=_resource_key(type_, id_, version, resource, body),
+        lane=patient_lane(resource),
     )
     return Parsed(f"rest-hook {type_}/{id_}", [notice])
+
+
+def patient_lane(resource: dict[str, Any] | None) -> str | None:
+    """`Patient/x` when the resource names its patient (the queue's lane for its job)."""
+    subject = resource.get("subject") if isinstance(resource, dict) else None
+    reference = subject.get("reference") if isinstance(subject, dict) else None
+    found = _parse_reference(reference) if isinstance(reference, str) else None
+    return f"Patient/{found[1]}" if found is not None and found[0] == "Patient" else None
+
+
+def parse_notification_bundle(bundle: dict[str, Any], raw: bytes) -> Parsed:
+    """A Backport notification Bundle already read (e.g. one of `Subscription/$events`)."""
+    return _parse_backport(bundle, raw)
 
 
 def parse_post(body: bytes) -> Parsed:
@@ -182,7 +218,7 @@ def _events(parameters: list[dict[str, Any]]) -> list[_Event]:
             isinstance(p, dict) and isinstance(p.get("name"), str) for p in parts
         ):
             raise bad("A notification-event parameter has no well-formed parts.")
-        number = _single(parts, "event-number", ("valueString", "valueInteger", "valueUnsignedInt"))
+        number = _single(parts, "event-number", _NUMBER_KEYS)
         focus = _single(parts, "focus", ("valueReference",))
         events.append(_Event(number, focus))
     return events
@@ -211,9 +247,20 @@ def _parse_backport(bundle: dict[str, Any], raw: bytes) -> Parsed:
         raise bad(f"Unknown notification type {kind!r}; expected one of {', '.join(sorted(BACKPORT_TYPES))}.")
     events = _events(parameters)
     count = len(entries)
+    target = _parse_reference(subscription)
+    if target is None or target[0] != "Subscription":
+        raise bad("The notification's subscription parameter is not a Subscription reference.")
+    since = _single(parameters, "events-since-subscription-start", _NUMBER_KEYS)
+    note = SubscriptionNote(
+        id=target[1],
+        type=kind,
+        status=status if status in SUBSCRIPTION_STATUSES else None,
+        events_since=_number(since, "events-since-subscription-start"),
+        numbers=tuple(n for n in (_number(e.number, "event-number", strict=False) for e in events) if n is not None),
+    )
     if kind not in _EVENT_TYPES:
         shown = status if status in SUBSCRIPTION_STATUSES else "unknown status"
-        return Parsed(f"backport {kind} ({shown})", bundle_entries=count)
+        return Parsed(f"backport {kind} ({shown})", bundle_entries=count, subscription=note)
 
     by_full_url: dict[str, tuple[str, str, str | None, dict[str, Any] | None]] = {}
     by_key: dict[tuple[str, str], tuple[str, str, str | None, dict[str, Any] | None]] = {}
@@ -250,31 +297,54 @@ def _parse_backport(bundle: dict[str, Any], raw: bytes) -> Parsed:
             key = f"backport|{subscription}|{event.number}|{type_}/{id_}"
         else:
             key = _resource_key(type_, id_, None, resource, raw)
-        notices.setdefault((type_, id_), _notice(type_, id_, version, key))
+        notices.setdefault((type_, id_), _notice(type_, id_, version, key, patient_lane(resource)))
     # Entries no event points at (e.g. additional context) still announce their resources.
     for type_, id_, version, resource in listed:
         if type_ in MEANINGFUL_TYPES and (type_, id_) not in notices:
             version = version or (_version(resource) if resource is not None else None)
             key = _resource_key(type_, id_, version, resource, raw)
-            notices[(type_, id_)] = _notice(type_, id_, version, key)
+            notices[(type_, id_)] = _notice(type_, id_, version, key, patient_lane(resource))
 
     has_content = any(e.focus for e in events) or bool(listed)
     if not has_content:
         # `empty` content: the notification says only that something happened; look it up.
-        return Parsed(f"backport {kind} (empty content)", [Notice(kind="requery", source="backport")], count)
+        return Parsed(
+            f"backport {kind} (empty content)", [Notice(kind="requery", source="backport")], count, subscription=note
+        )
     names = ", ".join(f"{t}/{i}" for t, i in notices) or "no Procedure or ServiceRequest"
-    return Parsed(f"backport {kind}: {names}", list(notices.values()), count)
+    return Parsed(f"backport {kind}: {names}", list(notices.values()), count, subscription=note)
 
 
-def _notice(type_: str, id_: str, version: str | None, key: str) -> Notice:
+_NUMBER_KEYS = ("valueString", "valueInteger", "valueUnsignedInt", "valueInteger64", "valueDecimal")
+
+
+def _number(value: str | None, name: str, *, strict: bool = True) -> int | None:
+    """An event count or number (a string in the Backport IG, an integer from some servers)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    if strict:
+        raise bad(f"The notification's '{name}' is not a whole number.")
+    return None
+
+
+def _notice(type_: str, id_: str, version: str | None, key: str, lane: str | None) -> Notice:
     return Notice(
-        kind="resource", source="backport", resource_type=type_, resource_id=id_, version=version, dedupe_key=key
+        kind="resource",
+        source="backport",
+        resource_type=type_,
+        resource_id=id_,
+        version=version,
+        dedupe_key=key,
+        lane=lane,
     )
 
 
 def _parse_reference(reference: str) -> tuple[str, str, str | None, dict[str, Any] | None] | None:
     match = _REFERENCE_RE.search(reference.split("?")[0])
-    if match is None:
+    if match is None or not valid_id(match["id"]):
         return None
     return match["type"], match["id"], match["version"], None
 
@@ -285,7 +355,7 @@ def _entry_target(entry: dict[str, Any]) -> tuple[str, str, str | None, dict[str
     if resource is not None:
         type_ = _resource_type(resource)
         id_ = resource.get("id")
-        if isinstance(id_, str) and ID_RE.match(id_):
+        if isinstance(id_, str) and valid_id(id_):
             return type_, id_, _version(resource), resource
     request = entry.get("request")
     for candidate in (entry.get("fullUrl"), request.get("url") if isinstance(request, dict) else None):
@@ -295,3 +365,34 @@ def _entry_target(entry: dict[str, Any]) -> tuple[str, str, str | None, dict[str
                 type_, id_, version, _ = found
                 return type_, id_, version, resource if isinstance(resource, dict) else None
     return None
+
+
+def capability_statement(endpoint: str, started: dt.datetime, secured: bool) -> dict[str, Any]:
+    """The CapabilityStatement of the notification endpoint (`GET /notify/metadata`)."""
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": (
+            "Subscription notification receiver: HAPI rest-hook PUT {endpoint}/{Type}/{id} (Procedure, "
+            "ServiceRequest), empty POST pings, and Subscriptions Backport R4 notification Bundles POSTed to "
+            "the endpoint."
+        ),
+        "resource": [
+            {"type": "Procedure", "interaction": [{"code": "update"}]},
+            {"type": "ServiceRequest", "interaction": [{"code": "update"}]},
+        ],
+        "interaction": [{"code": "transaction", "documentation": "notification Bundles and pings"}],
+    }
+    if secured:
+        rest["security"] = {"description": "Requests need Authorization: Bearer <token> (metadata is open)."}
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "publisher": "facet-adapter",
+        "kind": "instance",
+        "software": {"name": "facet-adapter", "version": __version__},
+        "implementation": {"description": "facet-adapter Subscription notification endpoint", "url": endpoint},
+        "fhirVersion": "4.0.1",
+        "format": [FHIR_JSON, "json"],
+        "rest": [rest],
+    }

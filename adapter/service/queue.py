@@ -18,6 +18,15 @@ Guarantees, and what gives them:
 The queue stores resource types, ids and version ids only, never a notification body: the worker
 reads the current resource from the FHIR server, so no patient data sits in this file.
 
+- **One patient at a time, in order.** Every job has a lane: the patient's reference when the
+  notification names it (a rest-hook payload, a full-resource Backport event), otherwise the
+  resource's own reference; re-queries, sweeps and a Subscription's recoveries have lanes of their
+  own. Workers claim a job only when no other job of its lane is working and no earlier job of its
+  lane is still pending, so a pool of workers never syncs one patient twice at once, and a
+  patient's notifications are synced in the order they came. A job that failed and waits to retry
+  does not hold its lane: the patient's later jobs go on (each sync reads the server's current
+  state, so the retry loses nothing by running later).
+
 States: pending → working → done | retry (next_attempt_at, exponential backoff with jitter) →
 … → dead (after `max_attempts`, or at once for input that can never be claimed). `queue retry`
 moves dead jobs back to pending.
@@ -25,27 +34,52 @@ moves dead jobs back to pending.
 
 from __future__ import annotations
 
-import datetime as dt
-import fcntl
 import os
-import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import Any, cast
 
 from ..errors import EXIT_INTERNAL, AdapterError, UsageError
+from .jobs import (
+    ACTIVE_STATES,
+    STATES,
+    Enqueued,
+    Job,
+    Kind,
+    Notice,
+    RetryPolicy,
+    State,
+    clip,
+    iso,
+)
+from .lock import QueueLock
 
-Kind = Literal["resource", "requery"]
-State = Literal["pending", "working", "retry", "done", "dead"]
-STATES: tuple[State, ...] = ("pending", "working", "retry", "done", "dead")
-ACTIVE_STATES: tuple[State, ...] = ("pending", "working", "retry")
+# Re-exported: what the queue holds lives in .jobs, the lock in .lock.
+__all__ = [
+    "ACTIVE_STATES",
+    "STATES",
+    "Enqueued",
+    "Job",
+    "Kind",
+    "Notice",
+    "QueueLock",
+    "RetryPolicy",
+    "State",
+    "clip",
+    "iso",
+]
 
-SCHEMA_VERSION = 1
-_MAX_ERROR_CHARS = 500
+
+SCHEMA_VERSION = 2
+# How long a notification waits for a queue another process holds locked before it is answered
+# 503 (the sender delivers again); the workers wait longer, since nobody waits on them.
+ACCEPT_BUSY_SECONDS = 1.0
+WORKER_BUSY_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -69,6 +103,27 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Schema 2: a job's lane (see above) and its detail (what a recovery or sweep covers, JSON), and
+# the Subscriptions the service knows (adapter.service.subscriptions).
+_SCHEMA_2 = (
+    "ALTER TABLE jobs ADD COLUMN lane TEXT",
+    "ALTER TABLE jobs ADD COLUMN detail TEXT",
+)
+_SCHEMA_2_TABLES = """
+CREATE INDEX IF NOT EXISTS jobs_lane ON jobs (lane, state);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id TEXT PRIMARY KEY,
+    origin TEXT NOT NULL,
+    channel TEXT,
+    last_event INTEGER,
+    last_event_at REAL,
+    last_seen_at REAL,
+    heartbeat_seconds REAL,
+    status TEXT,
+    status_at REAL,
+    created_at REAL NOT NULL
+);
+"""
 
 
 class QueueError(AdapterError):
@@ -79,108 +134,15 @@ class QueueError(AdapterError):
     http_status = 503
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_attempts: int = 10
-    base_seconds: float = 5.0
-    max_seconds: float = 900.0
+@dataclass(slots=True)
+class _Request:
+    """One `enqueue` call waiting for the group commit."""
 
-    def delay(self, attempts: int, rand: Callable[[], float] = random.random) -> float:
-        """Exponential backoff with "equal jitter": at least half the step, so a retry never comes
-        at once, and spread over the other half so jobs that failed together do not retry together."""
-        step = float(min(self.max_seconds, self.base_seconds * 2 ** max(0, attempts - 1)))
-        return step / 2 + rand() * step / 2
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """What one notification asks for, before it is a job."""
-
-    kind: Kind
-    source: str  # rest-hook | backport | ping
-    resource_type: str | None = None
-    resource_id: str | None = None
-    version: str | None = None
-    dedupe_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    job_id: int
-    created: bool  # False: the same notification was already queued (or a re-query was waiting)
-    state: State
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    id: int
-    kind: Kind
-    source: str
-    resource_type: str | None
-    resource_id: str | None
-    version: str | None
-    state: State
-    attempts: int
-    deliveries: int
-    created_at: float
-    updated_at: float
-    next_attempt_at: float | None
-    lease_until: float | None
-    last_error: str | None
-    result: str | None
-
-    @property
-    def reference(self) -> str | None:
-        if self.resource_type and self.resource_id:
-            return f"{self.resource_type}/{self.resource_id}"
-        return None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        return cls(
-            id=row["id"],
-            kind=row["kind"],
-            source=row["source"],
-            resource_type=row["resource_type"],
-            resource_id=row["resource_id"],
-            version=row["version"],
-            state=row["state"],
-            attempts=row["attempts"],
-            deliveries=row["deliveries"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            next_attempt_at=row["next_attempt_at"],
-            lease_until=row["lease_until"],
-            last_error=row["last_error"],
-            result=row["result"],
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "source": self.source,
-            "resource": self.reference,
-            "version": self.version,
-            "state": self.state,
-            "attempts": self.attempts,
-            "deliveries": self.deliveries,
-            "created": iso(self.created_at),
-            "updated": iso(self.updated_at),
-            "next_attempt": iso(self.next_attempt_at),
-            "last_error": self.last_error,
-            "result": self.result,
-        }
-
-
-def iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def clip(text: str) -> str:
-    return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
+    notices: list[Notice]
+    observe: Callable[[sqlite3.Connection], Sequence[Notice]] | None
+    results: list[Enqueued] = field(default_factory=list)
+    error: BaseException | None = None
+    finished: bool = False
 
 
 class JobQueue:
@@ -198,6 +160,10 @@ class JobQueue:
         self.path = Path(path)
         self.policy = policy or RetryPolicy()
         self.clock = clock
+        self._commit_lock = threading.Lock()
+        self._waiting_lock = threading.Lock()
+        self._waiting: list[_Request] = []
+        self._local = threading.local()
         if not create and not self.path.is_file():
             raise UsageError(f"There is no queue database at {self.path}.")
         try:
@@ -213,6 +179,11 @@ class JobQueue:
                         f"The queue at {self.path} was written by a newer facet-adapter (schema {version})."
                     )
                 conn.executescript(_SCHEMA)
+                columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+                for statement in _SCHEMA_2:
+                    if statement.split()[-2] not in columns:
+                        conn.execute(statement)
+                conn.executescript(_SCHEMA_2_TABLES)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (repr(self.clock()),))
             finally:
@@ -222,21 +193,48 @@ class JobQueue:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+    def _connect(self, busy_seconds: float = WORKER_BUSY_SECONDS, *, durable: bool = True) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=busy_seconds, isolation_level=None)
         conn.row_factory = sqlite3.Row
         # FULL: the WAL is synced at every commit, so a committed job survives a power cut too.
-        conn.execute("PRAGMA synchronous=FULL")
+        # NORMAL (the workers' claims and outcomes): no sync of its own; a power cut may undo the
+        # last of them, which only runs a job again (processing is idempotent). A process crash
+        # loses nothing either way, and the next FULL commit syncs what came before it.
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         return conn
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE takes the write lock up front: read-then-write decisions (dedupe,
-        claiming a job) cannot interleave with another writer."""
+    def _cached(self, busy_seconds: float, durable: bool) -> sqlite3.Connection:
+        """This thread's connection, kept open: opening one costs little, but closing the last
+        connection to a WAL database checkpoints it with a sync, which cost every call ~20 ms."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         try:
-            conn = self._connect()
+            if conn is None:
+                conn = self._connect(busy_seconds, durable=durable)
+                self._local.conn = conn
+            else:
+                conn.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
+                conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         except sqlite3.DatabaseError as exc:
+            self._forget()
             raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
+        return conn
+
+    def _forget(self) -> None:
+        """Drop this thread's connection after a failure (it may hold a half-done transaction)."""
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with suppress(sqlite3.Error):
+                conn.close()
+
+    @contextmanager
+    def transaction(
+        self, busy_seconds: float = WORKER_BUSY_SECONDS, *, durable: bool = True
+    ) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front: read-then-write decisions (dedupe,
+        claiming a job) cannot interleave with another writer. `busy_seconds`: how long to wait
+        for a lock another connection holds before failing with QueueError."""
+        conn = self._cached(busy_seconds, durable)
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -246,41 +244,88 @@ class JobQueue:
                 raise
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
+            self._forget()
             raise QueueError(f"The queue database {self.path} failed: {exc}.") from None
-        finally:
-            conn.close()
+        except BaseException:
+            if conn.in_transaction:
+                self._forget()
+            raise
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        try:
-            conn = self._connect()
-        except sqlite3.DatabaseError as exc:
-            raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
+    def read(
+        self, sql: str, params: Sequence[Any] = (), *, busy_seconds: float = WORKER_BUSY_SECONDS
+    ) -> list[sqlite3.Row]:
+        conn = self._cached(busy_seconds, True)
         try:
             return list(conn.execute(sql, params).fetchall())
         except sqlite3.DatabaseError as exc:
+            self._forget()
             raise QueueError(f"The queue database {self.path} failed: {exc}.") from None
-        finally:
-            conn.close()
 
     # ------------------------------------------------------------------ producers
 
-    def enqueue(self, notices: Sequence[Notice]) -> list[Enqueued]:
+    def enqueue(
+        self,
+        notices: Sequence[Notice],
+        *,
+        observe: Callable[[sqlite3.Connection], Sequence[Notice]] | None = None,
+        busy_seconds: float = ACCEPT_BUSY_SECONDS,
+    ) -> list[Enqueued]:
         """Add jobs for the notices, all in one transaction (a Backport Bundle with several events
-        is queued whole or not at all). Returns when the rows are on disk."""
+        is queued whole or not at all). Returns when the rows are on disk. `observe` runs first in
+        the same transaction (it records a Subscription's event numbers) and may add notices (a
+        recovery): a notification that is not queued leaves no trace either, so its redelivery
+        finds the same gap."""
+        request = _Request(list(notices), observe)
+        with self._waiting_lock:
+            self._waiting.append(request)
+        # Group commit: one caller at a time commits every request waiting by then, in one
+        # transaction with one sync, so concurrent notifications share the cost of the sync.
+        with self._commit_lock:
+            if not request.finished:
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                self._commit(batch, busy_seconds)
+        if request.error is not None:
+            raise request.error
+        return request.results
+
+    def _commit(self, batch: list[_Request], busy_seconds: float) -> None:
+        """Each request under a savepoint, so one refused (an unknown Subscription) leaves the
+        others; a failed transaction fails them all."""
         now = self.clock()
-        results: list[Enqueued] = []
-        with self._transaction() as conn:
-            for notice in notices:
-                results.append(self._enqueue_one(conn, notice, now))
-        return results
+        try:
+            with self.transaction(busy_seconds) as conn:
+                for request in batch:
+                    conn.execute("SAVEPOINT request")
+                    try:
+                        extra = list(request.observe(conn)) if request.observe is not None else []
+                        request.results = [self.enqueue_in(conn, n, now) for n in [*request.notices, *extra]]
+                    except sqlite3.DatabaseError:
+                        raise
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO request")
+                        request.error = exc
+                    conn.execute("RELEASE request")
+        except Exception as exc:
+            for request in batch:
+                request.error = exc
+        finally:
+            for request in batch:
+                request.finished = True
+
+    def enqueue_in(self, conn: sqlite3.Connection, notice: Notice, now: float | None = None) -> Enqueued:
+        """One notice, inside a transaction the caller holds."""
+        return self._enqueue_one(conn, notice, self.clock() if now is None else now)
 
     def _enqueue_one(self, conn: sqlite3.Connection, notice: Notice, now: float) -> Enqueued:
-        if notice.kind == "requery":
+        if notice.kind == "requery" and notice.dedupe_key is None:
             # A re-query that has not started yet will see whatever this ping announces; one that
-            # is running may already have searched, so then a new job is needed.
+            # is running may already have searched, so then a new job is needed. Re-queries of
+            # one lane coalesce (pings with pings, sweeps with sweeps).
             waiting = conn.execute(
                 "SELECT id, state FROM jobs WHERE kind = 'requery' AND state IN ('pending', 'retry') "
-                "ORDER BY id LIMIT 1"
+                "AND COALESCE(lane, 'ping') = ? AND detail IS ? ORDER BY id LIMIT 1",
+                (notice.job_lane if notice.source != "backport" else "ping", notice.detail),
             ).fetchone()
             if waiting is not None:
                 # Only the delivery is counted: the job keeps its state, attempts and backoff. A
@@ -303,17 +348,21 @@ class JobQueue:
                 return Enqueued(existing["id"], False, existing["state"])
         cursor = conn.execute(
             "INSERT INTO jobs (kind, source, resource_type, resource_id, version, dedupe_key, state, "
-            "created_at, updated_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            "created_at, updated_at, next_attempt_at, lane, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
             (
                 notice.kind,
                 notice.source,
                 notice.resource_type,
                 notice.resource_id,
                 notice.version,
-                notice.dedupe_key if notice.kind == "resource" else None,
+                notice.dedupe_key,
                 now,
                 now,
                 now,
+                # Pings and empty Backport events share one re-query lane.
+                "ping" if notice.kind == "requery" and notice.source == "backport" else notice.job_lane,
+                notice.detail,
             ),
         )
         return Enqueued(int(cast(int, cursor.lastrowid)), True, "pending")
@@ -323,11 +372,18 @@ class JobQueue:
     def claim(self, lease_seconds: float) -> Job | None:
         """Take the next due job (or one whose lease ran out) and mark it working."""
         now = self.clock()
-        with self._transaction() as conn:
+        with self.transaction(durable=False) as conn:
+            # Lanes: nothing else of the job's lane working (under a live lease), and no earlier
+            # job of its lane still pending. Rows of schema 1 have no lane and are not held.
             row = conn.execute(
-                "SELECT id FROM jobs WHERE (state IN ('pending', 'retry') AND next_attempt_at <= ?) "
-                "OR (state = 'working' AND lease_until <= ?) ORDER BY next_attempt_at, id LIMIT 1",
-                (now, now),
+                "SELECT id FROM jobs AS j WHERE ((state IN ('pending', 'retry') AND next_attempt_at <= :now) "
+                "OR (state = 'working' AND lease_until <= :now)) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
+                "AND o.state = 'working' AND o.lease_until > :now) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id "
+                "AND o.state = 'pending') "
+                "ORDER BY next_attempt_at, id LIMIT 1",
+                {"now": now},
             ).fetchone()
             if row is None:
                 return None
@@ -342,7 +398,7 @@ class JobQueue:
         """Mark a claimed job done. False when the claim was lost (the lease ran out and the job
         was claimed again), in which case the other claim records the outcome."""
         now = self.clock()
-        with self._transaction() as conn:
+        with self.transaction(durable=False) as conn:
             cursor = conn.execute(
                 "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = ?, result = ?, last_error = NULL "
                 "WHERE id = ? AND state = 'working' AND attempts = ?",
@@ -355,7 +411,7 @@ class JobQueue:
         now = self.clock()
         dead = not retryable or job.attempts >= self.policy.max_attempts
         next_at = None if dead else now + self.policy.delay(job.attempts)
-        with self._transaction() as conn:
+        with self.transaction(durable=False) as conn:
             row = conn.execute(
                 "UPDATE jobs SET state = ?, next_attempt_at = ?, lease_until = NULL, updated_at = ?, last_error = ? "
                 "WHERE id = ? AND state = 'working' AND attempts = ? RETURNING *",
@@ -369,7 +425,7 @@ class JobQueue:
         crashing the process), and jobs waiting to retry are due now, since a restart usually
         follows a fix. Returns (reclaimed, made due)."""
         now = self.clock()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 "UPDATE jobs SET state = 'dead', lease_until = NULL, updated_at = ?, "
                 "last_error = COALESCE(last_error || ' / ', '') || 'the service stopped while working on it' "
@@ -387,7 +443,7 @@ class JobQueue:
         return reclaimed, due
 
     def next_due_at(self) -> float | None:
-        row = self._read(
+        row = self.read(
             "SELECT MIN(t) AS t FROM (SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state IN ('pending', 'retry') "
             "UNION ALL SELECT MIN(lease_until) FROM jobs WHERE state = 'working')"
         )
@@ -397,7 +453,7 @@ class JobQueue:
     # ------------------------------------------------------------------ operators
 
     def get(self, job_id: int) -> Job | None:
-        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self.read("SELECT * FROM jobs WHERE id = ?", (job_id,))
         return Job.from_row(rows[0]) if rows else None
 
     def jobs(self, states: Iterable[State] | None = None, limit: int | None = None) -> list[Job]:
@@ -408,11 +464,11 @@ class JobQueue:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [Job.from_row(row) for row in self._read(sql, params)]
+        return [Job.from_row(row) for row in self.read(sql, params)]
 
     def counts(self) -> dict[State, int]:
         found: dict[State, int] = dict.fromkeys(STATES, 0)
-        for row in self._read("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+        for row in self.read("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
             found[row["state"]] = int(row["n"])
         return found
 
@@ -420,7 +476,7 @@ class JobQueue:
         """Put dead (or retry-waiting) jobs back in the queue with a fresh set of attempts.
         Raises UsageError for an unknown id or a job in another state; changes nothing then."""
         now = self.clock()
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             if all_dead:
                 ids = [row["id"] for row in conn.execute("SELECT id FROM jobs WHERE state = 'dead' ORDER BY id")]
             else:
@@ -443,64 +499,28 @@ class JobQueue:
     def prune(self, older_than_seconds: float) -> int:
         """Forget done jobs (and with them their dedupe keys) after a while, so the file stays small."""
         cutoff = self.clock() - older_than_seconds
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             return conn.execute("DELETE FROM jobs WHERE state = 'done' AND updated_at < ?", (cutoff,)).rowcount
 
     # ------------------------------------------------------------------ re-query watermark
 
     def _meta(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.read("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
 
     def created_at(self) -> float:
         value = self._meta("created_at")
         return float(value) if value is not None else self.clock()
 
-    def watermark(self) -> float | None:
-        """When the last successful re-query started: the next one searches from there."""
-        value = self._meta("watermark")
+    def watermark(self, key: str = "watermark") -> float | None:
+        """When the last successful re-query (`watermark`) or sweep (`sweep_watermark`) started:
+        the next one searches from there."""
+        value = self._meta(key)
         return float(value) if value is not None else None
 
-    def set_watermark(self, timestamp: float) -> None:
-        with self._transaction() as conn:
+    def set_watermark(self, timestamp: float, key: str = "watermark") -> None:
+        with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('watermark', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (repr(timestamp),),
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, repr(timestamp)),
             )
-
-
-class QueueLock:
-    """An exclusive lock next to the queue file, held while `serve` runs. It makes reclaiming
-    `working` jobs at start-up safe (no other process can be working on them) and stops two
-    services from sharing one queue. The kernel drops the lock when the process dies, even on
-    kill -9."""
-
-    def __init__(self, db_path: str | os.PathLike[str]) -> None:
-        self.path = Path(f"{os.fspath(db_path)}.lock")
-        self._handle: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise UsageError(
-                f"Another facet-adapter serve is using the queue {os.fspath(self.path)[:-5]} (its lock is held)."
-            ) from None
-        self._handle = handle
-
-    def release(self) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
-
-    def __enter__(self) -> QueueLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

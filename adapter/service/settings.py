@@ -14,10 +14,15 @@ from ..model import Use
 from ..server.options import HOOK_TOKEN_ENV
 from .queue import RetryPolicy
 
-__all__ = ["DEFAULT_DB", "HOOK_TOKEN_ENV", "MIB", "Settings", "check_fhir_base"]
+__all__ = ["CLOCK_SKEW_SECONDS", "DEFAULT_DB", "HOOK_TOKEN_ENV", "MIB", "Settings", "check_fhir_base"]
 
 MIB = 1024 * 1024
 DEFAULT_DB = Path("facet-adapter-queue.sqlite")
+# Re-queries and sweeps search from their watermark less this much: this host's clock and the
+# server's may differ, and a wider window costs only idempotent re-syncs.
+CLOCK_SKEW_SECONDS = 600.0
+DEFAULT_RECONCILE_SECONDS = 600.0
+DEFAULT_SYNC_DEADLINE_SECONDS = 120.0
 
 
 def check_fhir_base(value: str, option: str = "The FHIR base URL") -> str:
@@ -62,9 +67,13 @@ class Settings:
     max_api_bytes: int = 32 * MIB  # /claim and /check take a patient's whole record
     max_api_concurrency: int = 4  # /claim and /check requests at once; more are answered 503
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    lease_seconds: float = 900.0  # longer than one sync can take with the client's own retries
+    lease_seconds: float = 900.0  # longer than one sync can take (its deadline) with room to spare
     poll_seconds: float = 1.0
     keep_done_seconds: float = 30 * 86400.0
+    workers: int = 1  # sync worker threads
+    sync_deadline: float = DEFAULT_SYNC_DEADLINE_SECONDS  # one job's requests to the FHIR server, retries included
+    reconcile_seconds: float | None = DEFAULT_RECONCILE_SECONDS  # the rest-hook sweep; None: off
+    subscriptions: tuple[str, ...] = ()  # Subscription ids given with --subscription
     cds: CdsSettings = field(default_factory=CdsSettings)  # the CDS Hooks service (docs/cds-hooks.md)
 
     @property

@@ -1,7 +1,9 @@
-"""The background worker: one thread that claims due jobs and runs the handler on them.
+"""The background workers: a pool of threads (`serve --workers N`) that claim due jobs and run
+the handler on them.
 
-One thread, one job at a time: two notifications for one session (its L4-L5 and L5-S1
-Procedures) would otherwise race to write the session's Claim. The handler decides what a job
+The queue's lanes keep one patient's jobs on one worker at a time and in order (two
+notifications for one session, its L4-L5 and L5-S1 Procedures, would otherwise race to write
+the session's Claim); different patients are synced in parallel. The handler decides what a job
 means (the default one calls `adapter.server.sync`); the worker only records the outcome:
 
 - handler returns → done;
@@ -78,23 +80,34 @@ class Worker:
         lease_seconds: float = 900.0,
         poll_seconds: float = 1.0,
         keep_done_seconds: float = 30 * 86400.0,
+        threads: int = 1,
     ) -> None:
+        if threads < 1:
+            raise ValueError("a worker pool needs at least one thread")
         self.queue = queue
         self.handler = handler
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.keep_done_seconds = keep_done_seconds
-        self._wake = threading.Event()
+        self.threads = threads
+        self._wake = threading.Condition()
+        self._wakes = 0
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._last_prune = 0.0
-        self.last_loop_at: float | None = None  # time.monotonic() when the loop last came round
+        self._lock = threading.Lock()
+        self._loops: dict[int, float] = {}  # thread number -> time.monotonic() when its loop last came round
         self.processed = 0
 
     @property
     def alive(self) -> bool:
-        """The thread is running (it may still be stuck: see `stalled`)."""
-        return self._thread is not None and self._thread.is_alive()
+        """Every thread is running (one may still be stuck: see `stalled`)."""
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
+
+    @property
+    def last_loop_at(self) -> float | None:
+        """When the slowest thread's loop last came round."""
+        return min(self._loops.values()) if self._loops else None
 
     @property
     def stall_seconds(self) -> float:
@@ -121,26 +134,44 @@ class Worker:
                 "queue recovered: %d job(s) left working by a stopped process, %d retry job(s) due", reclaimed, due
             )
         self._stop.clear()
-        self.last_loop_at = time.monotonic()
-        self._thread = threading.Thread(target=self._loop, name="facet-adapter-worker", daemon=True)
-        self._thread.start()
+        now = time.monotonic()
+        self._loops = dict.fromkeys(range(self.threads), now)
+        self._threads = [
+            threading.Thread(target=self._loop, args=(number,), name=f"facet-adapter-worker-{number}", daemon=True)
+            for number in range(self.threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, jobs: int = 1) -> None:
+        """New work: wake up to `jobs` idle threads (the others keep sleeping)."""
+        with self._wake:
+            self._wakes = min(self.threads, self._wakes + max(1, jobs))
+            self._wake.notify(max(1, jobs))
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the loop to stop after the job in hand; a job still running after `timeout` stays
+        """Ask the loops to stop after the jobs in hand; a job still running after `timeout` stays
         `working` and is reclaimed at the next start."""
         self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._wake:
+            self._wakes = self.threads
+            self._wake.notify_all()
+        stop_at = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, stop_at - time.monotonic()))
 
-    def _loop(self) -> None:
+    def _wait(self, seconds: float) -> None:
+        with self._wake:
+            if self._wakes == 0 and not self._stop.is_set():
+                self._wake.wait(seconds)
+            self._wakes = max(0, self._wakes - 1)
+
+    def _loop(self, number: int) -> None:
         while not self._stop.is_set():
-            self.last_loop_at = time.monotonic()
+            self._loops[number] = time.monotonic()
             try:
-                self._maybe_prune()
+                if number == 0:
+                    self._maybe_prune()
                 job = self.run_once()
             except QueueError as exc:
                 log.error("queue unavailable: %s", exc.message)
@@ -149,18 +180,22 @@ class Worker:
                 log.error("worker error (%s)", type(exc).__name__)
                 job = None
             if job is None:
-                self._wake.wait(self._sleep_seconds())
-                self._wake.clear()
+                self._wait(self._sleep_seconds())
+            elif self.threads > 1:
+                self.wake()  # the job's lane is free again: its next job may be waiting for it
 
     def _sleep_seconds(self) -> float:
         try:
             due = self.queue.next_due_at()
         except QueueError:
             return self.poll_seconds
-        if due is None:
+        left = due - self.queue.clock() if due is not None else 0.0
+        if left <= 0:
+            # Nothing due, or a due job this thread could not claim because its lane is busy: the
+            # thread that finishes the lane's job wakes another one.
             return self.poll_seconds
         # Poll anyway, so `queue retry` from another process is noticed within poll_seconds.
-        return max(0.01, min(self.poll_seconds, due - self.queue.clock()))
+        return max(0.01, min(self.poll_seconds, left))
 
     def _maybe_prune(self) -> None:
         now = time.monotonic()
@@ -207,7 +242,8 @@ class Worker:
             )
             return updated or job
         self.queue.complete(job, note)
-        self.processed += 1
+        with self._lock:
+            self.processed += 1
         log.info(
             "job %d %s: done in %.2f s%s", job.id, target, time.monotonic() - started, f" ({note})" if note else ""
         )

