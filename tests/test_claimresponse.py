@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from builders import CaseBuilder, rule_ids
 from conftest import REPO, run_cli
-from pascorpus import CORPUS, R4_EXAMPLES, load, pas_221_examples
+from pascorpus import ANSWERS, CORPUS, R4_EXAMPLES, load, pas_221_examples, require
 
 from adapter.claimresponse.answer import authorization, read_answer
 from adapter.claimresponse.codes import remittance_codes
@@ -41,31 +41,51 @@ PAS_221 = {
 }
 OTHERS = {
     # PAS 2.0.1 (its error Bundle example carries an approved ClaimResponse, as published)
-    "pas-2.0.1/Bundle-ErrorResponseBundleExample.json": ("APPROVED", [(1, "approved", "A1")], "AUTH0001"),
-    "pas-2.0.1/ClaimResponse-ErrorResponseExample.json": ("ERROR", [(None, "error", None)], None),
-    "pas-2.0.1/ClaimResponse-ReferralAuthorizationResponseExample.json": (
+    "pas-ig-2.0.1/package/example/Bundle-ErrorResponseBundleExample.json": (
+        "APPROVED",
+        [(1, "approved", "A1")],
+        "AUTH0001",
+    ),
+    "pas-ig-2.0.1/package/example/ClaimResponse-ErrorResponseExample.json": ("ERROR", [(None, "error", None)], None),
+    "pas-ig-2.0.1/package/example/ClaimResponse-ReferralAuthorizationResponseExample.json": (
         "APPROVED",
         [(1, "approved", "A1")],
         "AUTH0001",
     ),
     # Inferno's PAS test kit
-    "inferno/client_v221__approval_json_response.json": (
+    "inferno-pas-test-kit/presets/client_v221__approval_json_response.json": (
         "APPROVED",
         [(1, "approved", "A1"), (1, "approved", "A1")],
         None,
     ),
-    "inferno/client_v221__denial_json_response.json": ("DENIED", [(1, "denied", "A3"), (2, "approved", "A1")], None),
-    "inferno/client_v221__modification_json_response.json": (
+    "inferno-pas-test-kit/presets/client_v221__denial_json_response.json": (
+        "DENIED",
+        [(1, "denied", "A3"), (2, "approved", "A1")],
+        None,
+    ),
+    "inferno-pas-test-kit/presets/client_v221__modification_json_response.json": (
         "MODIFIED",
         [(1, "modified", "A6"), (1, "approved", "A1")],
         None,
     ),
-    "inferno/client_v221__pended_json_response.json": ("PENDED", [(1, "pended", "A4")], None),
-    "inferno/client_v221__processing_error_response.json": ("ERROR", [(None, "error", None)], None),
-    "inferno/client_v201__denial_json_response.json": ("DENIED", [(1, "denied", "A3"), (2, "approved", "A1")], None),
-    "inferno/valid_pa_response_bundle_denial.json": ("DENIED", [(1, "denied", "A3")], None),
+    "inferno-pas-test-kit/presets/client_v221__pended_json_response.json": ("PENDED", [(1, "pended", "A4")], None),
+    "inferno-pas-test-kit/presets/client_v221__processing_error_response.json": (
+        "ERROR",
+        [(None, "error", None)],
+        None,
+    ),
+    "inferno-pas-test-kit/presets/client_v201__denial_json_response.json": (
+        "DENIED",
+        [(1, "denied", "A3"), (2, "approved", "A1")],
+        None,
+    ),
+    "inferno-pas-test-kit/fixtures/valid_pa_response_bundle_denial.json": ("DENIED", [(1, "denied", "A3")], None),
     # placeholder codes (DENIEDCODE, PENDEDCODE): not an X12 review action, so not decided
-    "inferno/client_example__pended_json_response.json": ("UNDECIDED", [(1, "unknown", "PENDEDCODE")], None),
+    "inferno-pas-test-kit/presets/client_example__pended_json_response.json": (
+        "UNDECIDED",
+        [(1, "unknown", "PENDEDCODE")],
+        None,
+    ),
     # the reference implementation's older style: the review action on ClaimResponse.extension
     "prior-auth-ri/main_resources_DatabaseResources_GrantedResponse.json": (
         "APPROVED",
@@ -124,14 +144,13 @@ def test_other_pas_responses_are_read_correctly(name: str) -> None:
     _check(load(CORPUS / name), OTHERS[name])
 
 
-@pytest.mark.skipif(not R4_EXAMPLES.is_dir(), reason="make fixtures fetches the R4 examples")
 @pytest.mark.parametrize("name", sorted(R4_CORE))
 def test_the_r4_core_claim_responses_are_read_correctly(name: str) -> None:
     _check(load(R4_EXAMPLES / name), R4_CORE[name])
 
 
 def test_every_corpus_answer_is_read_without_crashing() -> None:
-    paths = sorted(CORPUS.glob("*/*.json"))
+    paths = sorted(require() / name for name in ANSWERS)
     assert len(paths) > 30
     for path in paths:
         answer = read_answer(load(path))
@@ -139,9 +158,7 @@ def test_every_corpus_answer_is_read_without_crashing() -> None:
 
 
 def test_the_amounts_and_reasons_of_a_claim_answer() -> None:
-    answer = read_answer(load(R4_EXAMPLES / "ClaimResponse-R3500.json")) if R4_EXAMPLES.is_dir() else None
-    if answer is None:
-        pytest.skip("make fixtures fetches the R4 examples")
+    answer = read_answer(load(R4_EXAMPLES / "ClaimResponse-R3500.json"))
     item = answer.items[0]
     assert item.amount("eligible").value == 135.57  # type: ignore[union-attr]
     assert item.amount("benefit").value == 90.47  # type: ignore[union-attr]
@@ -211,7 +228,7 @@ def test_the_remittance_table_links_every_rule_that_names_its_carc() -> None:
 
 
 def test_authorization_reads_only_what_grants_one() -> None:
-    granted = load(CORPUS / "pas-2.0.1" / "ClaimResponse-ReferralAuthorizationResponseExample.json")
+    granted = load(CORPUS / "pas-ig-2.0.1/package/example/ClaimResponse-ReferralAuthorizationResponseExample.json")
     assert authorization(granted) is not None and authorization(granted)[0] == "AUTH0001"  # type: ignore[index]
     denied = load(CORPUS / "prior-auth-ri" / "main_resources_DatabaseResources_DeniedResponse.json")["entry"][0]
     assert denied["resource"]["preAuthRef"] and denied["resource"]["outcome"] == "complete"
@@ -226,7 +243,7 @@ def test_authorization_reads_only_what_grants_one() -> None:
 
 
 def test_response_command_exit_statuses(tmp_path: Path) -> None:
-    approved = CORPUS / "pas-2.0.1" / "ClaimResponse-ReferralAuthorizationResponseExample.json"
+    approved = require() / "pas-ig-2.0.1/package/example/ClaimResponse-ReferralAuthorizationResponseExample.json"
     run = run_cli("response", str(approved), "--format", "json")
     assert run.code == 0 and run.json()["result"] == "APPROVED" and run.json()["authorization"]["number"] == "AUTH0001"
     denied = tmp_path / "denied.json"

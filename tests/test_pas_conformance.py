@@ -17,7 +17,7 @@ import pytest
 from builders import CaseBuilder, shift, with_pas_parties
 from conftest import REPO
 from fhirserver import make_fhir_server_fixture
-from pascorpus import PAS, PAS_221_PACKAGE, conformance, pas_221_examples
+from pascorpus import PAS, PAS_221_PACKAGE, conformance, pas_221_examples, require
 
 from adapter.fhir.client import FhirClient
 from adapter.pipeline import Options, process
@@ -261,8 +261,9 @@ def errors_of(outcome: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def validator(pas_server: Any) -> FhirClient:
-    return FhirClient(pas_server.base_url)
+def validator(request: pytest.FixtureRequest) -> FhirClient:
+    require()  # before the server starts: it loads the package from the shared corpus
+    return FhirClient(request.getfixturevalue("pas_server").base_url)
 
 
 @pytest.mark.parametrize("name", NAMES)
