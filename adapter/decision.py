@@ -103,6 +103,9 @@ class ClaimDecision:
     prior_auth_source: str | None  # "option" or the ClaimResponse's key
     evidence: tuple[EvidenceEntry, ...]
     findings: tuple[Finding, ...]
+    pack_reason: str = ""  # how the pack was chosen (--payer, the Coverage, the place of service, a default)
+    # The pack's dated sections as in force on the date of service ("limits per L38765 ...").
+    in_force: tuple[str, ...] = ()
 
     @property
     def held(self) -> bool:
@@ -136,6 +139,7 @@ def decide(
     pack: Pack,
     *,
     now: dt.datetime | None = None,
+    pack_reason: str = "",
 ) -> ClaimDecision:
     parties = case.parties or Parties(patient=Party(key=case.patient))
     written = diagnoses.valid[: pack.diagnoses.max_on_claim]
@@ -185,6 +189,8 @@ def decide(
         prior_auth_source=case.evidence.prior_auth_source,
         evidence=evidence,
         findings=tuple(findings),
+        pack_reason=pack_reason,
+        in_force=tuple(used.label for used in pack.in_force),
     )
 
 

@@ -23,6 +23,9 @@ class Finding:
     carc: str | None
     hint: str
     expressions: tuple[str, ...]
+    # The dated pack sections the rule was judged by, as in force on the date of service
+    # ("limits per L38765 revision of 2024-07-07 (in force from 2024-07-07)").
+    in_force: tuple[str, ...] = ()
 
     @property
     def holds(self) -> bool:
