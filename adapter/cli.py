@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 import sys
 import traceback
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, ClassVar, NoReturn
 import click
 import orjson
 
-from .errors import EXIT_INPUT, EXIT_INTERNAL, AdapterError, UsageError
+from .errors import EXIT_INPUT, EXIT_INTERNAL, AdapterError, InputTooLargeError, UsageError
 
 _DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
@@ -36,12 +37,25 @@ def _fail(error: AdapterError) -> NoReturn:
 def _read_input(source: str, max_bytes: int) -> tuple[bytes, str]:
     if source == "-":
         raw = sys.stdin.buffer.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            # A stream's size is not known before it is read: say what was read, not a made-up size.
+            raise InputTooLargeError(
+                f"The standard input is over the limit of {max_bytes:,} bytes (more than {max_bytes:,} bytes were "
+                "read; raise the limit with --max-input-mb)."
+            )
         return raw, "standard input"
     path = Path(source)
     try:
         if path.is_dir():
             raise UsageError(f"{source} is a directory, not an input file.")
         with path.open("rb") as handle:
+            # A regular file's size is known: the message states it (reading stops at the limit).
+            info = os.fstat(handle.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
+                raise InputTooLargeError(
+                    f"The {path.name} is {info.st_size:,} bytes, over the limit of {max_bytes:,} bytes "
+                    "(raise it with --max-input-mb)."
+                )
             raw = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise UsageError(f"Input file {source} does not exist.") from None
@@ -52,17 +66,27 @@ def _read_input(source: str, max_bytes: int) -> tuple[bytes, str]:
     return raw, path.name
 
 
-def _options(payer: str | None, use: str, pos: str | None, prior_auth: str | None, max_input_mb: float) -> Any:
+def _options(
+    payer: str | None,
+    use: str,
+    pos: str | None,
+    prior_auth: str | None,
+    max_input_mb: float,
+    patient: str | None = None,
+) -> Any:
     from .pipeline import Options
 
     if not math.isfinite(max_input_mb) or max_input_mb <= 0:
         raise UsageError("--max-input-mb must be a positive number.")
+    if patient is not None and not patient.strip():
+        raise UsageError("--patient needs a patient id (Patient/123 or 123).")
     return Options(
         payer=payer.lower() if payer else None,
         use=use,  # type: ignore[arg-type]
         pos=pos,
         prior_auth=prior_auth or None,
         max_input_bytes=int(max_input_mb * 1024 * 1024),
+        patient=patient,
     )
 
 
@@ -81,6 +105,9 @@ _common = [
     click.option("--pos", help="CMS place-of-service code (two digits). Default: from the encounter's location."),
     click.option("--prior-auth", help="Prior authorization number on record for this session."),
     click.option("--max-input-mb", type=float, default=64.0, show_default=True, help="Refuse larger inputs."),
+    click.option(
+        "--patient", help="Code this patient's latest session (Patient/123 or 123). Default: the input's latest."
+    ),
 ]
 
 
@@ -131,12 +158,13 @@ def claim(
     pos: str | None,
     prior_auth: str | None,
     max_input_mb: float,
+    patient: str | None,
     output: str | None,
 ) -> None:
     """Write the Claim Bundle (or PAS request Bundle) for the latest session in INPUT."""
     from .writers.review import claim_summary
 
-    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
+    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
     payload = orjson.dumps(result.bundle, option=_DUMP)
     if output:
         target = Path(output)
@@ -169,12 +197,13 @@ def check(
     pos: str | None,
     prior_auth: str | None,
     max_input_mb: float,
+    patient: str | None,
     output_format: str | None,
 ) -> None:
     """Print the findings for the latest session in INPUT."""
     from .writers.review import review_text
 
-    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
+    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
     chosen = output_format or ("text" if sys.stdout.isatty() else "json")
     if chosen == "json":
         sys.stdout.buffer.write(orjson.dumps(result.outcome(), option=_DUMP))

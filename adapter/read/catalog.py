@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import NoDateOfServiceError, NoFacetProcedureError, UsageError
 from ..fhir.ingest import Res, ResourceIndex
+from ..fhir.r4codes import is_known_code
 from ..model import FacetProcedure, SessionRef, Use
 from .access import UNATTRIBUTED, Access
 from .facets import code_tables, is_facet
@@ -91,6 +92,10 @@ def choose_session(
         )
     billable = [e.proc for e in entries if e.proc.billable and e.proc.resource_type == wanted_type(use)]
     if not billable:
+        # A status that is not an R4 code is invalid input, named as such, not "nothing to claim".
+        for entry in entries:
+            if not is_known_code(entry.res.type, "status", entry.res.data.get("status")):
+                Access(index).use(entry.res)
         if use == "claim":
             raise NoFacetProcedureError(
                 "--use claim needs a completed facet Procedure; the input has none "

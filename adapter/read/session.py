@@ -58,10 +58,7 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
             access.use(entry.res)
             access.use_all(entry.touched)
     # The patient's key is `Patient/id`, or the fullUrl of a Patient without an id.
-    found = index.get(patient)
-    patient_res = access.get(patient) if found is not None and found.type == "Patient" else None
-    if patient_res is not None:
-        access.use(patient_res)
+    patient_res = access.patient(patient)
     record = PatientRecord(access, patient, date_of_service)
     access.check_record(patient)
 

@@ -22,6 +22,16 @@ def review_text(decision: ClaimDecision) -> str:
         f"{decision.place_of_service} ({pos_from[decision.place_of_service_source]})"
     )
     out.append("Procedures: " + ", ".join(decision.procedures))
+    if decision.pack_reason:
+        out.extend(textwrap.wrap(f"Profile: {decision.pack_reason}", _WIDTH, subsequent_indent="  "))
+    if decision.in_force:
+        out.extend(
+            textwrap.wrap(
+                f"Rules in force on {decision.date.isoformat()}: " + "; ".join(decision.in_force),
+                _WIDTH,
+                subsequent_indent="  ",
+            )
+        )
     out.append("")
     out.append("Lines")
     if not decision.lines:
@@ -47,6 +57,10 @@ def review_text(decision: ClaimDecision) -> str:
         out.extend(_finding_block(finding))
     out.append("")
     verdict = f"HOLD: {errors} error finding(s) must be resolved" if errors else "READY: no error findings"
+    if any(f.rule_id == "several-patients" for f in decision.findings):
+        out.append(
+            "Other patients' sessions were not coded: use --patient to choose a patient, or bulk for every session."
+        )
     out.append(f"Result: {verdict} (exit {decision.exit_code})")
     return "\n".join(out) + "\n"
 
