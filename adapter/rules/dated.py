@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 Section = Literal["limits", "coding", "diagnoses"]
 SECTIONS: tuple[Section, ...] = ("limits", "coding", "diagnoses")
@@ -33,7 +33,7 @@ class SectionVersion(BaseModel):
     version: str = Field(min_length=3)  # the document revision it follows, e.g. "A58364 v32"
     effective: dt.date
     until: dt.date | None = None
-    confirmed: bool
+    confirmed: StrictBool
     note: str = ""
 
     @model_validator(mode="after")

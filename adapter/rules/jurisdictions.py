@@ -60,7 +60,7 @@ class JurisdictionTable(BaseModel):
         codes = self.by_state
         if country is not None:
             nation = _NOT_LETTERS.sub("", country.upper())
-            if nation in codes:
+            if nation in self.countries.get("territories", ()):
                 return nation  # a territory written as the country (PR, GU, ...)
             if nation and nation not in self.countries.get("united_states", ()):
                 return None

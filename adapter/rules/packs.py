@@ -22,7 +22,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import RulePackError, UsageError
 from ..spine import Region
@@ -102,11 +111,11 @@ class LimitsVersion(SectionVersion):
 
 class CodingRules(_Strict):
     # T12-L1 with L1-L2 in one session is one lumbar session (docs/coding.md, thoraco-lumbar rule).
-    thoraco_lumbar: bool = True
+    thoraco_lumbar: StrictBool = True
 
 
 class CodingVersion(SectionVersion):
-    thoraco_lumbar: bool | None = None
+    thoraco_lumbar: StrictBool | None = None
 
 
 class DiagnosesVersion(SectionVersion):
@@ -134,7 +143,7 @@ class SourceDocument(_Strict):
     title: str = Field(min_length=3)
     version: str | None = None
     effective: dt.date | None = None
-    confirmed: bool  # whether id, version and date were confirmed against the contractor's documents
+    confirmed: StrictBool  # whether id, version and date were confirmed against the contractor's documents
     note: str = ""
 
     @model_validator(mode="after")

@@ -131,10 +131,12 @@ def pack_choice(payer: str | None, facts: CoverageFacts) -> PackChoice:
         where = f"{facts.place_from or 'the place of service'} is in {state}, Medicare jurisdiction {jurisdiction.code}"
         if site_advantage:
             chosen = load_pack(pack.name, jurisdiction.pack)
-            reason = f"{plan} plan {pack.name!r} over the {jurisdiction.pack!r} contractor profile: {where}"
+            reason = (
+                f"{plan} plan profile {pack.name!r} laid over the {jurisdiction.pack!r} contractor profile: {where}"
+            )
         else:
             chosen = load_pack(jurisdiction.pack)
-            reason = f"{plan} Coverage naming no contractor; {where} ({jurisdiction.mac})"
+            reason = f"{plan} Coverage naming no contractor; {where} ({jurisdiction.mac}): the {chosen.name!r} profile"
         log.debug("pack %s chosen by jurisdiction %s", chosen.name, jurisdiction.code)
         return PackChoice(chosen, "place", reason, False)
     if facts.place_state or facts.place_country:
