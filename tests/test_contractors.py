@@ -413,3 +413,14 @@ def test_a_site_pack_may_date_its_own_limits(site_pack: SitePack) -> None:
     )
     assert load_pack("acme").on(dt.date(2025, 6, 1)).limits.levels_per_region == 1
     assert load_pack("acme").on(dt.date(2026, 6, 1)).limits.levels_per_region == 2
+
+
+@pytest.mark.parametrize(("state", "counted_cervical"), [("OH", True), ("IL", False)])
+def test_an_earlier_session_counts_in_the_regions_of_its_own_dates_rules(state: str, counted_cervical: bool) -> None:
+    case = _located(state, dos="2025-02-03", dx=["M47.815", "M47.812"])
+    for day in ("2024-09-02", "2024-09-23", "2024-10-14", "2024-11-04"):
+        case.block(["T12-L1", "L1-L2"], date=day)
+    case.block("C5-C6")
+    result = case.run()
+    # Before 2025-01-01 CGS (OH) counted T12-L1 as cervical-thoracic: four earlier sessions there.
+    assert ("frequency-limit" in rule_ids(result)) is counted_cervical
