@@ -194,7 +194,8 @@ def test_a_claim_without_its_patient_resource_is_held_and_names_the_patient() ->
     missing = [f for f in result.findings if f.rule_id == "claim-data-missing"]
     assert len(missing) == 1 and missing[0].message.startswith("Patient/p1: the patient's Patient resource")
     claim = result.bundle["entry"][0]["resource"]
-    assert claim["status"] == "draft" and claim["patient"] == {"reference": "Patient/p1"}
+    assert claim["status"] == "draft"
+    assert claim["patient"] == {"display": "Patient/p1 (Patient resource not in the input)"}
 
 
 # --------------------------------------------------------------------------- R4 status codes

@@ -98,7 +98,7 @@ def claim_data_missing(ctx: Context) -> Iterator[Hit]:
         # Deleted from the input, never in it, or hidden (a duplicate resourceType key keeps the last).
         yield Hit(
             f"{ctx.case.patient}: the patient's Patient resource is not in the input; the Claim names the patient "
-            "by reference only, without the name, birth date and address a claim needs.",
+            "by display only, without the name, birth date and address a claim needs.",
             tuple(f"{p.path}.subject" for p in ctx.case.session.procedures),
         )
     if ctx.case.provider is None:
