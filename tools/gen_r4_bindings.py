@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate ``mappings/fhir-r4/bindings.json``: the codes of the R4 required bindings the adapter
+"""Generate ``mappings/fhir-r4-bindings.json``: the codes of the R4 required bindings the adapter
 depends on (``adapter.fhir.r4codes`` checks them with the R4 structure).
 
 Input: HL7's own StructureDefinitions, ValueSets and CodeSystems from the npm package
@@ -25,7 +25,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PACKAGE = ROOT / ".cache" / "r4-examples" / "package"
-OUT = ROOT / "mappings" / "fhir-r4" / "bindings.json"
+OUT = ROOT / "mappings" / "fhir-r4-bindings.json"
 FHIR_VERSION = "4.0.1"
 SOURCE = "hl7.fhir.r4.examples@4.0.1 (StructureDefinitions, ValueSets, CodeSystems)"
 
@@ -134,7 +134,7 @@ def main() -> int:
         return 2
     if args.check:
         same = OUT.is_file() and OUT.read_bytes() == text
-        print("bindings.json is current" if same else "bindings.json differs: regenerate it", file=sys.stderr)
+        print(f"{OUT.name} is current" if same else f"{OUT.name} differs: regenerate it", file=sys.stderr)
         return 0 if same else 1
     OUT.write_bytes(text)
     print(f"wrote {OUT.relative_to(ROOT)} ({len(ELEMENTS)} elements)", file=sys.stderr)

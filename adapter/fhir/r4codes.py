@@ -1,7 +1,7 @@
 """The R4 required bindings the adapter depends on: a status it cannot read is invalid input, never a
 silently dropped procedure, diagnosis or piece of evidence (docs/input.md, valid R4).
 
-The codes come from ``mappings/fhir-r4/bindings.json``, generated from HL7's R4 value sets by
+The codes come from ``mappings/fhir-r4-bindings.json``, generated from HL7's R4 value sets by
 ``tools/gen_r4_bindings.py``. A ``code`` element must hold one of its value set's codes. A
 ``CodeableConcept`` must have a coding from the value set; a coding that names the value set's code
 system (or no system) must use one of its codes. Messages name the element and the value set, never
@@ -39,9 +39,11 @@ def _load() -> dict[str, list[_Binding]]:
     if _bindings is None:
         with _lock:
             if _bindings is None:
-                from .r4schema import _load_json  # the schema's data folder, read the same way
+                import orjson
 
-                raw = _load_json("bindings.json")
+                from ..tables import mappings_dir
+
+                raw = orjson.loads((mappings_dir() / "fhir-r4-bindings.json").read_bytes())
                 table: dict[str, list[_Binding]] = {}
                 for path, spec in raw["elements"].items():
                     rtype, _, element = path.partition(".")
