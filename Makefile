@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE := examples/medicare-lumbar-bilateral/input.json
 
-.PHONY: install install-dev demo test lint fixtures rules-doc clean
+.PHONY: install install-dev demo test lint fixtures browser rules-doc clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,15 @@ lint: install-dev
 	$(BIN)/ruff format --check adapter tests tools
 	$(BIN)/mypy
 
-test: lint fixtures
+test: lint fixtures browser
 	$(BIN)/pytest
+
+# The review page's browser tests: Debian's chromium (apt-get, as root) and axe-core (npm).
+browser:
+	tools/browser-test/setup
 
 rules-doc: install
 	$(BIN)/facet-adapter rules --format markdown > docs/rules.md
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache claim-bundle.json
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache claim-bundle.json test-artifacts

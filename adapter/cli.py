@@ -1,8 +1,9 @@
 """The command line: a thin shell over `adapter.pipeline` (docs/cli.md).
 
 Exit statuses: 0 no error finding, 1 written but held, 2 input or usage error, 3 internal error,
-4 FHIR server error. Errors go to standard error as an OperationOutcome, never as a traceback
-(set FACET_ADAPTER_DEBUG=1 to see one).
+4 FHIR server error. Errors go to standard error, never as a traceback (set FACET_ADAPTER_DEBUG=1
+to see one): one `error: …` line on a terminal, else (or with `--error-format json`) an
+OperationOutcome (docs/cli.md, standard output and standard error).
 """
 
 from __future__ import annotations
@@ -24,10 +25,38 @@ from .errors import EXIT_INPUT, EXIT_INTERNAL, AdapterError, InputTooLargeError,
 _DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
 
+class _ErrorFormat:
+    """How errors are written: `--error-format`, else by whether standard error is a terminal.
+    Set by the group's callback, which click runs before it parses the subcommand's options."""
+
+    chosen: str | None = None
+
+
 def _emit_error(outcome: dict[str, Any], code: int) -> NoReturn:
-    sys.stderr.buffer.write(orjson.dumps(outcome, option=_DUMP))
+    chosen = _ErrorFormat.chosen or ("text" if sys.stderr.isatty() else "json")
+    if chosen == "text":
+        sys.stderr.write(error_line(outcome) + "\n")
+    else:
+        sys.stderr.buffer.write(orjson.dumps(outcome, option=_DUMP))
     sys.stderr.flush()
     raise SystemExit(code)
+
+
+def error_line(outcome: dict[str, Any]) -> str:
+    """One line a person reads: the error's message, and how many located problems it has with
+    the first of them (the OperationOutcome keeps them all)."""
+    issues = [issue for issue in outcome.get("issue", []) if isinstance(issue, dict)]
+    texts = [str(issue.get("details", {}).get("text", "")).strip() for issue in issues]
+    line = f"error: {texts[0] if texts and texts[0] else 'unknown error'}"
+    located = issues[1:]
+    if located:
+        first = texts[1]
+        where = located[0].get("expression") or []
+        if where:
+            first = f"{first} (at {where[0]})"
+        more = " (all of them with --error-format json)" if len(located) > 1 else ""
+        line = f"{line} First: {first}{more}"
+    return " ".join(line.split())
 
 
 def _fail(error: AdapterError) -> NoReturn:
@@ -127,6 +156,9 @@ class _LazyGroup(click.Group):
         "sandbox": "adapter.server.commands:sandbox",
         "serve": "adapter.service.cli:serve",
         "queue": "adapter.service.cli:queue",
+        "response": "adapter.claimresponse.cli:response",
+        "submit": "adapter.claimresponse.cli:submit",
+        "payer": "adapter.payer.cli:payer",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -144,13 +176,84 @@ class _LazyGroup(click.Group):
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="facet-adapter")
-def cli() -> None:
+@click.option(
+    "--error-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="How errors go to standard error: text (one line) or json (an OperationOutcome). "
+    "Default: text on a terminal, else json.",
+)
+def cli(error_format: str | None) -> None:
     """Code and check facet joint interventions from FHIR R4 input, and write Claim Bundles."""
+    _ErrorFormat.chosen = error_format
+
+
+# The formats `claim` writes (registered in adapter/writers/__init__.py); the Bundle is the default.
+CLAIM_FORMATS = ("fhir", "x12-837p")
+_x12_options = [
+    click.option("--x12-config", type=click.Path(dir_okay=False), help="X12 site configuration (TOML)."),
+    click.option("--x12-state", type=click.Path(dir_okay=False), help="X12 state file: control numbers, claims sent."),
+    click.option("--usage-indicator", type=click.Choice(["T", "P"]), help="ISA15: T test, P production."),
+    click.option("--submitter-id", help="1000A submitter id (also ISA06 / GS02)."),
+    click.option("--receiver-id", help="1000B receiver id (also ISA08 / GS03)."),
+    click.option("--delimiters", help="Four characters: element, component, repetition, segment (e.g. '*:^~')."),
+    click.option(
+        "--control-number",
+        type=click.IntRange(1, 999_999_999),
+        help="Interchange / group / transaction control number instead of the state file's counter.",
+    ),
+    click.option("--void", is_flag=True, help="Send the claim as a void (frequency code 8)."),
+    click.option("--payer-claim-number", help="The payer's claim number a replacement or void refers to (REF*F8)."),
+    click.option("--force", is_flag=True, help="Write the 837P of a held claim all the same (still exit 1)."),
+]
+
+
+def _with_x12(function: Any) -> Any:
+    for decorator in reversed(_x12_options):
+        function = decorator(function)
+    return function
+
+
+def _x12_writer(use: str, x12: dict[str, Any]) -> Any:
+    """The 837P writer for these options, its settings checked before the input is read."""
+    from .writers import x12_837p_writer
+    from .writers.x12_837p import Overrides, X12Options, X12Writer
+    from .writers.x12_837p.settings import config_path
+
+    if use != "claim":
+        raise UsageError(
+            "An 837P is a claim: --format x12-837p needs --use claim (a prior-authorization request is an X12 278)."
+        )
+    overrides = Overrides(
+        usage_indicator=x12["usage_indicator"],
+        submitter_id=x12["submitter_id"],
+        receiver_id=x12["receiver_id"],
+        delimiters=x12["delimiters"],
+        state_file=Path(x12["x12_state"]) if x12["x12_state"] else None,
+    )
+    options = X12Options(
+        config=config_path(x12["x12_config"]),
+        overrides=overrides,
+        control_number=x12["control_number"],
+        void=x12["void"],
+        payer_claim_number=x12["payer_claim_number"] or None,
+    )
+    X12Writer(options).check()
+    return x12_837p_writer(options)
 
 
 @cli.command()
 @_with_common
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), help="Write the Bundle here, not stdout.")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), help="Write the claim here, not stdout.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(CLAIM_FORMATS),
+    default="fhir",
+    show_default=True,
+    help="fhir: the Claim Bundle (or PAS request Bundle); x12-837p: an ASC X12 5010 837P interchange.",
+)
+@_with_x12
 def claim(
     source: str,
     payer: str | None,
@@ -160,25 +263,66 @@ def claim(
     max_input_mb: float,
     patient: str | None,
     output: str | None,
+    output_format: str,
+    **x12: Any,
 ) -> None:
-    """Write the Claim Bundle (or PAS request Bundle) for the latest session in INPUT."""
+    """Write the Claim Bundle (or PAS request Bundle, or an X12 837P) for the latest session in INPUT."""
     from .writers.review import claim_summary
 
-    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
-    payload = orjson.dumps(result.bundle, option=_DUMP)
-    if output:
-        target = Path(output)
-        temporary = target.with_name(f".{target.name}.partial")
-        try:
-            temporary.write_bytes(payload)
-            temporary.replace(target)
-        except OSError as exc:
-            raise UsageError(f"Cannot write {output} ({exc.strerror}).") from None
-    else:
+    if output_format != "x12-837p":
+        given = [name for name, value in x12.items() if value not in (None, False)]
+        if given:
+            names = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise UsageError(f"{names}: only with --format x12-837p.")
+        result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
+        _write(orjson.dumps(result.bundle, option=_DUMP), output)
+        sys.stderr.write(claim_summary(result.decision))
+        raise SystemExit(result.exit_code)
+    _claim_x12(
+        source,
+        _options(payer, use, pos, prior_auth, max_input_mb, patient),
+        _x12_writer(use, x12),
+        output,
+        x12["force"],
+    )
+
+
+def _claim_x12(source: str, options: Any, writer: Any, output: str | None, force: bool) -> NoReturn:
+    """The 837P: its own findings join the decision's; a held claim is written only with --force
+    (docs/cli.md, claim)."""
+    from .errors import ClaimNotWritableError
+    from .writers.review import claim_summary
+
+    result = _run(source, options)
+    decision = writer.prepare(result.decision)
+    summary = claim_summary(decision)
+    if decision.held and not force:
+        sys.stderr.write(summary + "837P not written: the claim is held (--force writes it all the same).\n")
+        raise SystemExit(decision.exit_code)
+    try:
+        payload = writer.write(decision, result.index)
+    except ClaimNotWritableError:
+        sys.stderr.write(summary)
+        raise
+    _write(payload, output)
+    sys.stderr.write(summary)
+    raise SystemExit(decision.exit_code)
+
+
+def _write(payload: bytes, output: str | None) -> None:
+    """To standard output, or to a file through a temporary one renamed into place, so the file
+    is never left half-written."""
+    if not output:
         sys.stdout.buffer.write(payload)
         sys.stdout.flush()
-    sys.stderr.write(claim_summary(result.decision))
-    raise SystemExit(result.exit_code)
+        return
+    target = Path(output)
+    temporary = target.with_name(f".{target.name}.partial")
+    try:
+        temporary.write_bytes(payload)
+        temporary.replace(target)
+    except OSError as exc:
+        raise UsageError(f"Cannot write {output} ({exc.strerror}).") from None
 
 
 @cli.command()
@@ -186,10 +330,12 @@ def claim(
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["text", "json"]),
+    type=click.Choice(["text", "json", "html"]),
     default=None,
-    help="text: a review table; json: an OperationOutcome. Default: text on a terminal, else json.",
+    help="text: the coder's review; json: an OperationOutcome; html: the review as one self-contained page. "
+    "Default: text on a terminal, else json.",
 )
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), help="Write the result here, not stdout.")
 def check(
     source: str,
     payer: str | None,
@@ -199,17 +345,15 @@ def check(
     max_input_mb: float,
     patient: str | None,
     output_format: str | None,
+    output: str | None,
 ) -> None:
     """Print the findings for the latest session in INPUT."""
-    from .writers.review import review_text
+    from .writers import writer
 
     result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
-    chosen = output_format or ("text" if sys.stdout.isatty() else "json")
-    if chosen == "json":
-        sys.stdout.buffer.write(orjson.dumps(result.outcome(), option=_DUMP))
-    else:
-        sys.stdout.write(review_text(result.decision))
-    sys.stdout.flush()
+    chosen = output_format or ("text" if sys.stdout.isatty() and not output else "json")
+    name = {"json": "outcome"}.get(chosen, chosen)
+    _write(writer(name).write(result.decision, result.index), output)
     raise SystemExit(result.exit_code)
 
 

@@ -270,9 +270,8 @@ def _format(
     group: Group, code: str, levels: list[GroupLevel], side: Side | None, quantity: int, billing: Billing
 ) -> list[ClaimLine]:
     intent = leading_intent({entry.intent for entry in levels})
-    extra = (
-        ["KX"] if billing.kx_on_diagnostic_injections and group.family == "injection" and intent == "diagnostic" else []
-    )
+    kx, kx_reason = _kx(group.family, intent, billing)
+    extra = ["KX"] if kx else []
     if side == "bilateral" and billing.bilateral == "rt-lt":
         variants: list[tuple[list[str], Side | None]] = [(["RT"], "right"), (["LT"], "left")]
     elif side == "bilateral":
@@ -285,21 +284,53 @@ def _format(
     for entry in levels:
         keys.extend(p.key for p in entry.procedures if p.key not in keys)
     position = _rationale(group, code)
-    return [
-        ClaimLine(
-            code=code,
-            modifiers=modifiers + extra,
-            quantity=quantity,
-            levels=[LineLevel(entry.level, entry.side) for entry in levels],
-            side=line_side,
-            region=group.region,
-            family=group.family,
-            intent=intent,
-            procedure_keys=keys,
-            rationale=position,
+    lines = []
+    for modifiers, line_side in variants:
+        reasons = {modifier: _side_reason(modifier, side) for modifier in modifiers}
+        left_off = {} if modifiers else {"RT, LT or 50": "no side is recorded for the level (laterality-unknown)"}
+        if kx:
+            reasons["KX"] = kx_reason
+        elif kx_reason:
+            left_off["KX"] = kx_reason
+        lines.append(
+            ClaimLine(
+                code=code,
+                modifiers=modifiers + extra,
+                quantity=quantity,
+                levels=[LineLevel(entry.level, entry.side) for entry in levels],
+                side=line_side,
+                region=group.region,
+                family=group.family,
+                intent=intent,
+                procedure_keys=keys,
+                rationale=position,
+                modifier_reasons=reasons,
+                modifiers_left_off=left_off,
+            )
         )
-        for modifiers, line_side in variants
-    ]
+    return lines
+
+
+def _kx(family: Family, intent: Intent | None, billing: Billing) -> tuple[bool, str]:
+    """Whether the line takes KX, and why it does or does not (docs/coding.md, KX)."""
+    if not billing.kx_on_diagnostic_injections:
+        return False, "this payer profile asks for no KX" if family == "injection" and intent == "diagnostic" else ""
+    if family == "ablation":
+        return False, "radiofrequency ablation; the payer asks for KX on diagnostic injections only"
+    if intent == "diagnostic":
+        return True, "diagnostic injection; the payer asks for KX on every diagnostic facet injection line"
+    if intent == "therapeutic":
+        return False, "therapeutic injection; the payer asks for KX on diagnostic injections only"
+    return False, "the record does not say whether the injection is diagnostic (intent-unknown)"
+
+
+def _side_reason(modifier: str, side: Side | None) -> str:
+    if modifier == "50":
+        return "bilateral; this payer profile bills both sides on one line"
+    name = "right" if modifier == "RT" else "left"
+    if side == "bilateral":
+        return f"{name} side of a bilateral level; this payer profile bills each side on its own line"
+    return f"{name} side only"
 
 
 def _rationale(group: Group, code: str) -> str:

@@ -13,17 +13,23 @@ Entry point: `decide(...)`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from .coding import Coding, coding_tables
+from .fhir.ingest import ResourceIndex
 from .model import Case, ClaimLine, Diagnosis, EvidenceItem, Parties, Party, Use, label_guidance
+from .read.locations import Location, Locator
 from .read.uses import DISABILITY_LOINC, PAIN_LOINC
-from .rules.engine import DiagnosisCheck
+from .rules.engine import DiagnosisCheck, sort_findings
 from .rules.findings import Finding, holds_claim
 from .rules.packs import Pack, dx_regions
+from .tables import load_toml
 
 # Names derived from this namespace are the adapter's stable identifiers: the same input always
 # gives the same Claim identifier, which makes write-back idempotent (docs/output.md, identifier).
@@ -35,6 +41,24 @@ InformationCategory = Literal["onset", "info", "related"]
 EvidenceKind = Literal[
     "onset", "pain-score", "disability-score", "conservative-care", "prior-block", "block-relief", "guidance"
 ]
+# What kind of document an evidence item is, in words any attachment format can map to its own codes
+# (a PAS request's documentInformation, an 837P's PWK report type).
+DocumentKind = Literal[
+    "medical-history", "symptoms", "functional-status", "treatment-history", "procedure-report", "progress-report"
+]
+DOCUMENT_KINDS: dict[EvidenceKind, DocumentKind] = {
+    "onset": "medical-history",
+    "pain-score": "symptoms",
+    "disability-score": "functional-status",
+    "conservative-care": "treatment-history",
+    "prior-block": "procedure-report",
+    "block-relief": "progress-report",
+    "guidance": "procedure-report",
+}
+# How soon the service is needed, from the order's priority (a prior-authorization request's level of
+# service): stat is an emergency, urgent and asap are urgent, anything else is elective.
+LevelOfService = Literal["elective", "urgent", "emergency"]
+_LEVELS: dict[str, LevelOfService] = {"stat": "emergency", "urgent": "urgent", "asap": "urgent"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +76,7 @@ class DecidedLine:
     pointers: tuple[int, ...]  # diagnosis sequences, at most four, covered and region-matched first
     information: tuple[int, ...]  # evidence sequences
     care_team: tuple[int, ...]  # care-team sequences (the rendering practitioner)
+    trace_number: str = ""  # the line's own stable identifier (a uuid), for formats that trace items
 
     @property
     def code(self) -> str:
@@ -76,6 +101,10 @@ class EvidenceEntry:
     code: tuple[str, str] | None = None  # (system, code) of what was measured
     date: dt.date | None = None
     period: tuple[dt.date | None, dt.date | None] | None = None
+
+    @property
+    def document(self) -> DocumentKind:
+        return DOCUMENT_KINDS[self.kind]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +132,7 @@ class ClaimDecision:
     prior_auth_source: str | None  # "option" or the ClaimResponse's key
     evidence: tuple[EvidenceEntry, ...]
     findings: tuple[Finding, ...]
+    level_of_service: LevelOfService = "elective"
     pack_reason: str = ""  # how the pack was chosen (--payer, the Coverage, the place of service, a default)
     # The pack's dated sections as in force on the date of service ("limits per L38765 ...").
     in_force: tuple[str, ...] = ()
@@ -139,8 +169,11 @@ def decide(
     pack: Pack,
     *,
     now: dt.datetime | None = None,
+    index: ResourceIndex | None = None,
     pack_reason: str = "",
 ) -> ClaimDecision:
+    """The claim decision. With the input's `index`, each finding's expressions are also given as
+    a coder reads them (resource and element); without it, as the resource type and element."""
     parties = case.parties or Parties(patient=Party(key=case.patient))
     written = diagnoses.valid[: pack.diagnoses.max_on_claim]
     decided_dx = tuple(DecidedDiagnosis(i, dx.code, dx) for i, dx in enumerate(written, start=1))
@@ -154,6 +187,8 @@ def decide(
         and parties.provider.resource_type in ("Practitioner", "PractitionerRole")
     )
     descriptions = coding_tables().descriptions
+    identifier = claim_identifier(case.patient, case.session.date, case.session.keys, case.use)
+    locator = Locator(index) if index is not None else None
     lines = tuple(
         DecidedLine(
             sequence=i,
@@ -162,11 +197,13 @@ def decide(
             pointers=_pointers(line, written, pack),
             information=information,
             care_team=(1,) if care_team else (),
+            trace_number=str(uuid.uuid5(NAMESPACE, f"item:{identifier}:{i}")),
         )
         for i, line in enumerate(coding.lines, start=1)
     )
+    priorities = {p.priority for p in case.session.procedures if p.priority}
     return ClaimDecision(
-        identifier=claim_identifier(case.patient, case.session.date, case.session.keys, case.use),
+        identifier=identifier,
         use=case.use,
         status="held" if holds_claim(findings) else "ready",
         created=(now or dt.datetime.now(dt.UTC)).replace(microsecond=0),
@@ -188,10 +225,48 @@ def decide(
         prior_auth=case.evidence.prior_auth,
         prior_auth_source=case.evidence.prior_auth_source,
         evidence=evidence,
-        findings=tuple(findings),
+        findings=tuple(_for_display(finding, pack, locator) for finding in findings),
+        level_of_service=next((_LEVELS[p] for p in ("stat", "urgent", "asap") if p in priorities), "elective"),
         pack_reason=pack_reason,
         in_force=tuple(used.label for used in pack.in_force),
     )
+
+
+def _for_display(finding: Finding, pack: Pack, locator: Locator | None) -> Finding:
+    """The finding with what a review shows beside it: links to the cited documents, the CARC in
+    words and the input elements in a coder's words."""
+    locations: list[Location] = []
+    for expression in dict.fromkeys(finding.expressions):
+        if locator is not None:
+            locations.extend(locator.locate(expression, finding.message))
+        else:
+            locations.extend(Locator.unlocated(expression))
+    return dataclasses.replace(
+        finding,
+        links=pack.citation_links(finding.rule_id),
+        carc_text=carc_text(finding.carc),
+        locations=tuple(dict.fromkeys(locations)),
+    )
+
+
+@cache
+def _carc_table() -> dict[str, str]:
+    return {str(code): str(text) for code, text in load_toml("carc.toml").get("codes", {}).items()}
+
+
+def carc_text(code: str | None) -> str | None:
+    """A claim adjustment reason code in words (mappings/carc.toml), when the table has it."""
+    return _carc_table().get(code) if code else None
+
+
+def with_findings(decision: ClaimDecision, extra: Iterable[Finding]) -> ClaimDecision:
+    """The decision with the findings an output format adds (the 837P's missing data, docs/output.md,
+    X12 837P): they join the others in finding order, and the status follows them as in `decide`."""
+    added = tuple(extra)
+    if not added:
+        return decision
+    findings = sort_findings([*decision.findings, *added])
+    return dataclasses.replace(decision, findings=tuple(findings), status="held" if holds_claim(findings) else "ready")
 
 
 def _pointers(line: ClaimLine, diagnoses: list[Diagnosis], pack: Pack) -> tuple[int, ...]:

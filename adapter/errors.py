@@ -110,6 +110,17 @@ class RulePackError(InputError):
     http_status = 500
 
 
+class ClaimNotWritableError(AdapterError):
+    """A format cannot write the claim, even when forced: an X12 837P without an element it
+    requires is no 837P. The claim's findings say what is missing; the exit status is that of a
+    held claim."""
+
+    exit_code = EXIT_HELD
+    issue_code = "required"
+    severity = "error"
+    http_status = 422
+
+
 class InternalError(AdapterError):
     """A bug in the adapter: nothing is written."""
 

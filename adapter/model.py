@@ -74,6 +74,7 @@ class FacetProcedure:
     level_source: LevelSource | None = None
     performer: str | None = None  # a reference string to the provider
     requester: str | None = None
+    priority: str | None = None  # ServiceRequest.priority: routine | urgent | asap | stat
     encounter: str | None = None
     reason_references: list[str] = field(default_factory=list)  # resolved Condition keys
     reason_codes: list[tuple[str, str]] = field(default_factory=list)  # (ICD-10-CM code, path)
@@ -201,6 +202,10 @@ class ClaimLine:
     intent: Intent | None
     procedure_keys: list[str]
     rationale: str  # why this code: the coding-table row, for the coder
+    # Why each modifier is there, and why a modifier a coder may expect is not (KX on an RFA line,
+    # a side modifier without a side): coding facts, in words, for every review format.
+    modifier_reasons: dict[str, str] = field(default_factory=dict)
+    modifiers_left_off: dict[str, str] = field(default_factory=dict)
 
     @property
     def body_site_text(self) -> str:
@@ -264,9 +269,13 @@ class Parties:
     relationship: str | None = None  # Coverage.relationship code: self, spouse, child, ...
     member_id: str | None = None
     group_number: str | None = None
+    coverage_status: str | None = None  # the Coverage's status as written (active, cancelled, ...)
     payer: Party | None = None  # the insurer: the Coverage's payor Organization
     provider: Party | None = None  # the Claim's provider (performer, requester or service provider)
     billing: Party | None = None  # the billing organization where the record names one, else the provider
+    # The organization that asks for a prior authorization: the provider when it is one, else the
+    # billing organization (a PAS request names an Organization as requestor).
+    requester: Party | None = None
     rendering: Party | None = None  # the practitioner who performed it
     facility: Party | None = None  # the session's Location
 

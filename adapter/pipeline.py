@@ -31,7 +31,7 @@ from .rules.engine import DiagnosisCheck, ProfileSource, check_case
 from .rules.findings import Finding
 from .rules.packs import Pack
 from .rules.selection import load_pack, pack_choice
-from .writers.fhir_claim import claim_bundle
+from .writers import request_bundle
 from .writers.outcome import decision_outcome
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class Result:
 
     @cached_property
     def bundle(self) -> dict[str, Any]:
-        return claim_bundle(self.decision, self.index)
+        return request_bundle(self.decision, self.index)
 
     def outcome(self) -> dict[str, Any]:
         return decision_outcome(self.decision)
@@ -135,5 +135,5 @@ def code_session(
         len(findings),
         ", ".join(sorted({f.rule_id for f in findings})) or "none",
     )
-    decision = decide(case, coding, findings, diagnoses, pack, now=options.now, pack_reason=choice.reason)
+    decision = decide(case, coding, findings, diagnoses, pack, now=options.now, index=index, pack_reason=choice.reason)
     return Result(index, case, coding, pack, source, diagnoses, decision, choice.reason)

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import RulePackError
+from .errors import RulePackError, UsageError
 
 
 @cache
@@ -27,13 +27,24 @@ def mappings_dir() -> Path:
 
 
 OVERLAY_ENV = "FACET_ADAPTER_PACKS"
-_OVERLAY_FOLDERS = ("packs/", "dx/")
+# What a site overlay may replace: packs, covered-diagnosis lists, the chargemaster and the sandbox
+# payer's tables.
+_OVERLAY_FOLDERS = ("packs/", "dx/", "payer/", "chargemaster.toml")
 
 
 def overlay_dir() -> Path | None:
-    """A folder of site packs (packs/*.toml, dx/*.toml) that add to or replace the shipped ones."""
+    """A folder of site packs (packs/*.toml, dx/*.toml, chargemaster.toml, payer/*.toml for the
+    sandbox payer) that add to or replace the shipped ones.
+
+    A variable that names no folder is a usage error, not an empty overlay: a typo would
+    otherwise check every claim against the shipped packs without a word (docs/cli.md, environment)."""
     value = os.environ.get(OVERLAY_ENV)
-    return Path(value) if value else None
+    if not value:
+        return None
+    folder = Path(value)
+    if not folder.is_dir():
+        raise UsageError(f"{OVERLAY_ENV} names {value}, which is not a folder (site packs go in its packs/ and dx/).")
+    return folder
 
 
 def find_table(relative: str) -> Path:

@@ -218,6 +218,31 @@ class CaseBuilder:
         return process(self.raw(), Options(**options))
 
 
+def with_pas_parties(case: CaseBuilder, *, urgent: str | None = None) -> CaseBuilder:
+    """What a PAS request needs of the record: identifiers on the parties, a member id, the
+    relationship, the clinic as the order's performer (`urgent`: that order's key, made urgent)."""
+    for resource in case.resources:
+        kind, id_ = resource["resourceType"], resource.get("id")
+        if kind == "Patient":
+            resource["identifier"] = [{"system": "urn:oid:1.2.3.4.5", "value": "MRN-1"}]
+            resource["birthDate"] = "1950-02-03"
+            resource["name"] = [{"family": "Test", "given": ["Pat"]}]
+        elif kind == "Coverage":
+            resource["subscriberId"] = "1EG4TE5MK73"
+            resource["relationship"] = {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/subscriber-relationship", "code": "self"}]
+            }
+        elif kind == "Organization" and id_ == "payer":
+            resource["identifier"] = [{"system": "urn:oid:2.16.840.1.113883.6.300", "value": "15999"}]
+        elif kind == "Organization" and id_ == "clinic":
+            resource["identifier"] = [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1093817465"}]
+        elif kind == "ServiceRequest":
+            resource["performer"] = [{"reference": "Organization/clinic"}]
+            if f"{kind}/{id_}" == urgent:
+                resource["priority"] = "urgent"
+    return case
+
+
 def rule_ids(result: Result) -> set[str]:
     return {finding.rule_id for finding in result.findings}
 

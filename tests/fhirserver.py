@@ -126,9 +126,14 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def start_fhir_test_server(timeout: float = STARTUP_TIMEOUT_S) -> Iterator[FhirTestServer]:
-    """Start the local FHIR test server (or use ``FHIR_BASE_URL``) and stop it on exit."""
-    external = os.environ.get("FHIR_BASE_URL", "").strip()
+def start_fhir_test_server(
+    timeout: float = STARTUP_TIMEOUT_S, *, profiles: list[Path] | None = None
+) -> Iterator[FhirTestServer]:
+    """Start the local FHIR test server (or use ``FHIR_BASE_URL``) and stop it on exit.
+
+    ``profiles`` (files, folders or FHIR package ``.tgz`` files) are loaded through
+    ``FHIR_PROFILES``; such a server is always started here, never taken from ``FHIR_BASE_URL``."""
+    external = "" if profiles else os.environ.get("FHIR_BASE_URL", "").strip()
     if external:
         yield FhirTestServer(external)
         return
@@ -141,8 +146,12 @@ def start_fhir_test_server(timeout: float = STARTUP_TIMEOUT_S) -> Iterator[FhirT
     log_file: IO[bytes] = open(log_path, "wb")
     process: subprocess.Popen[bytes] | None = None
     try:
+        env = dict(os.environ)
+        if profiles:
+            env["FHIR_PROFILES"] = ",".join(str(p) for p in profiles)
         process = subprocess.Popen(
             ["bash", str(START_SCRIPT), str(port)],
+            env=env,
             cwd=SERVER_DIR,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -171,8 +180,11 @@ def start_fhir_test_server(timeout: float = STARTUP_TIMEOUT_S) -> Iterator[FhirT
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
-def make_fhir_server_fixture(name: str = "fhir_server", scope: Any = "session") -> Callable[..., Any]:
-    """Return a pytest fixture (session-scoped by default) that yields a :class:`FhirTestServer`.
+def make_fhir_server_fixture(
+    name: str = "fhir_server", scope: Any = "session", *, profiles: list[Path] | None = None
+) -> Callable[..., Any]:
+    """Return a pytest fixture (session-scoped by default) that yields a :class:`FhirTestServer`
+    (with ``profiles`` loaded, see :func:`start_fhir_test_server`).
 
     Missing Node.js/npm skips the dependent tests, except under ``CI=true`` where it fails them.
     """
@@ -182,7 +194,7 @@ def make_fhir_server_fixture(name: str = "fhir_server", scope: Any = "session") 
     def _fhir_server() -> Iterator[FhirTestServer]:
         stack = contextlib.ExitStack()
         try:
-            server = stack.enter_context(start_fhir_test_server())
+            server = stack.enter_context(start_fhir_test_server(profiles=profiles))
         except FhirTestServerUnavailable as exc:
             stack.close()
             if os.environ.get("CI", "").lower() == "true":

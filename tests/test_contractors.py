@@ -68,7 +68,8 @@ def test_each_contractor_pack_names_its_lcd_and_article_with_version_and_date(na
     assert lcd.id.startswith("L") and article.id.startswith("A")
     assert lcd.version and lcd.effective and article.version and article.effective
     assert lcd.id in pack.title and article.id in pack.title
-    assert lcd.id in pack.documents["lcd"] and article.id in pack.documents["article"]
+    assert lcd.id in pack.documents["lcd"].title and article.id in pack.documents["article"].title
+    assert pack.documents["lcd"].url and lcd.id[1:] in pack.documents["lcd"].url
     for doc in (lcd, article):
         assert doc.confirmed or doc.note  # what is not confirmed says so
     # Sharing the harmonized base, differing only where the documents differ.

@@ -10,7 +10,8 @@ from conftest import REPO
 
 from adapter.pipeline import Options, process
 from adapter.writers import WRITERS
-from adapter.writers.fhir_claim import claim_bundle, server_claim
+from adapter.writers.fhir_claim import claim_bundle
+from adapter.writers.server_claim import server_claim
 
 EXAMPLE = REPO / "examples" / "medicare-lumbar-bilateral" / "input.json"
 
@@ -91,3 +92,31 @@ def test_the_server_claim_is_the_bundle_claim_with_server_references() -> None:
     assert orjson.dumps({k: v for k, v in in_bundle.items() if k not in strip}) == orjson.dumps(
         {k: v for k, v in on_server.items() if k not in strip}
     )
+
+
+def test_the_decision_holds_what_a_prior_authorization_request_names() -> None:
+    request = CaseBuilder("2026-12-15")
+    order = request.block(
+        "L4-L5", side="bilateral", intent="diagnostic", resource_type="ServiceRequest", status="active"
+    )
+    for resource in request.resources:
+        if f"{resource['resourceType']}/{resource.get('id')}" == order:
+            resource["priority"] = "stat"
+            resource["performer"] = [{"reference": "Organization/clinic"}]
+    decision = request.run(payer="medicare", use="preauthorization").decision
+    assert decision.level_of_service == "emergency"
+    assert decision.parties.requester is not None and decision.parties.requester.key == "Organization/clinic"
+    assert decision.parties.coverage_status == "active"
+    traces = [line.trace_number for line in decision.lines]
+    assert all(traces) and len(set(traces)) == len(traces)
+    assert (
+        decision.lines
+        and request.run(payer="medicare", use="preauthorization").decision.lines[0].trace_number == traces[0]
+    )
+    assert [entry.document for entry in decision.evidence] == [
+        "medical-history",
+        "symptoms",
+        "treatment-history",
+        "procedure-report",
+    ]
+    assert _example().decision.level_of_service == "elective"  # type: ignore[attr-defined]

@@ -33,6 +33,26 @@ def example_outputs(folder: Path) -> tuple[dict[str, object] | None, dict[str, o
     return result.bundle, result.outcome(), result.exit_code
 
 
+# An example with an X12 site configuration also has its 837P, with this fixed control number.
+X12_CONFIG = "x12-837p.toml"
+EXAMPLE_CONTROL_NUMBER = 1
+
+
+def example_837p(folder: Path) -> str | None:
+    """The example's 837P (None for an example without an X12 configuration)."""
+    from adapter.writers import x12_837p_writer
+    from adapter.writers.x12_837p import X12Options
+
+    config = folder / X12_CONFIG
+    if not config.is_file():
+        return None
+    source = next(folder.glob("input.*"))
+    args = json.loads((folder / "args.json").read_text()) if (folder / "args.json").is_file() else {}
+    result = process(source.read_bytes(), Options(now=EXAMPLE_NOW, **args), name=source.name)
+    writer = x12_837p_writer(X12Options(config=config, control_number=EXAMPLE_CONTROL_NUMBER))
+    return writer.write(writer.prepare(result.decision), result.index).decode()
+
+
 def main() -> None:
     for folder in sorted((REPO / "examples").iterdir()):
         if not folder.is_dir():
@@ -42,6 +62,9 @@ def main() -> None:
             (folder / "expected-bundle.json").write_text(json.dumps(bundle, indent=2) + "\n")
         (folder / "expected-outcome.json").write_text(json.dumps(outcome, indent=2) + "\n")
         (folder / "expected-exit").write_text(f"{code}\n")
+        x12 = example_837p(folder)
+        if x12 is not None:
+            (folder / "expected-837p.x12").write_text(x12)
         print(f"{folder.name}: exit {code}")
 
 

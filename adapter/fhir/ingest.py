@@ -170,7 +170,7 @@ class ResourceIndex:
             for issue in issues
         ]
         return InvalidR4Error(
-            f"{top.label()} is not valid FHIR R4 ({len(details)} problem(s)); see the issues below.",
+            f"{top.label()} is not valid FHIR R4 ({len(details)} problem(s)).",
             details=details,
         )
 

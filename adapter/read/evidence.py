@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from ..claimresponse.answer import authorization
 from ..fhir.ingest import Res
 from ..fhir.systems import LOINC, SNOMED
 from ..fhir.values import (
@@ -79,14 +80,11 @@ def read_evidence(record: PatientRecord, prior_auth_option: str | None) -> Evide
         evidence.prior_auth, evidence.prior_auth_source = prior_auth_option, "option"
     else:
         for res in record.own("ClaimResponse"):
-            data = res.data
-            if get_str(data, "use") != "preauthorization" or get_str(data, "outcome") != "complete":
+            granted = authorization(res.data)
+            if granted is None:
                 continue
-            number = get_str(data, "preAuthRef")
-            if not number:
-                continue
-            period = get_dict(data, "preAuthPeriod")
-            start, end = parse_date(period.get("start")), parse_date(period.get("end"))
+            number, period = granted
+            start, end = (parse_date(period[0]), parse_date(period[1])) if period else (None, None)
             if (start and record.dos < start) or (end and record.dos > end):
                 continue
             record.access.use(res)

@@ -34,10 +34,11 @@ def read_parties(
     encounter: Res | None,
 ) -> Parties:
     subscriber: Party | None = None
-    relationship = member_id = group = None
+    relationship = member_id = group = coverage_status = None
     payer: Party | None = None
     if coverage is not None:
         data = coverage.data
+        coverage_status = get_str(data, "status")
         subscriber_res = access.if_valid(access.peek(coverage, "subscriber", data.get("subscriber")))
         if subscriber_res is not None:
             subscriber = party_of(subscriber_res)
@@ -59,16 +60,19 @@ def read_parties(
         party_of(provider_res) if provider_res is not None else (Party(key=provider_key) if provider_key else None)
     )
     rendering, billing = _rendering_and_billing(access, provider_res, provider, encounter)
+    requester = next((p for p in (provider, billing) if p is not None and p.resource_type == "Organization"), None)
     return Parties(
         patient=patient_party,
         subscriber=subscriber,
         relationship=relationship,
         member_id=member_id,
         group_number=group,
+        coverage_status=coverage_status,
         payer=payer,
         provider=provider,
         billing=billing,
         rendering=rendering,
+        requester=requester,
         facility=party_of(location) if location is not None else None,
     )
 

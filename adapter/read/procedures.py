@@ -114,6 +114,7 @@ def read_procedure(access: Access, res: Res, tables: CodeTables) -> FacetProcedu
     else:
         proc.performer = _first_provider(access, res, "performer")
         proc.requester = _first_provider(access, res, "requester")
+        proc.priority = get_str(data, "priority")
     proc.encounter = reference_of(get_dict(data, "encounter"))
     for _, reason in dicts(data.get("reasonReference")):
         target = access.peek(res, "reasonReference", reason)

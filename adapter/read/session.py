@@ -57,7 +57,7 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
         if entry.proc.status not in VOID_STATUSES:
             access.use(entry.res)
             access.use_all(entry.touched)
-    # The patient's key is `Patient/id`, or the fullUrl of a Patient without an id.
+    # The patient's key is `Patient/id`, or the fullUrl of a Patient without an id (a transaction's urn:uuid).
     patient_res = access.patient(patient)
     record = PatientRecord(access, patient, date_of_service)
     access.check_record(patient)

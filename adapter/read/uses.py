@@ -19,6 +19,12 @@ from typing import Literal
 from ..fhir.systems import CPT, HCPCS, HCPCS_HTTPS, LOINC
 from .facets import code_tables
 
+# A preauthorization ClaimResponse grants the prior authorization on record when an item (or, in
+# the PAS reference implementation's style, the request) carries one of these Da Vinci PAS review
+# actions (X12 306: certified in total, certified in part, modified); without review actions, when
+# its outcome is complete with a preAuthRef (docs/input.md, prior authorization).
+AUTHORIZING_REVIEW_ACTIONS = ("A1", "A2", "A6")
+
 PAIN_LOINC = "72514-3"  # pain severity 0-10, reported
 DISABILITY_LOINC = "97909-6"  # Oswestry disability index
 EVIDENCE_LOINC = (PAIN_LOINC, DISABILITY_LOINC)

@@ -21,10 +21,14 @@ ProfileSource = Literal["option", "coverage", "place", "default"]
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One occurrence of a rule: the message and where in the input it comes from."""
+    """One occurrence of a rule: the message and where in the input it comes from; a fix more
+    precise than the pack's hint when the rule knows what exactly is missing; and whether the
+    adapter already changed the claim so the rule's denial does not happen."""
 
     message: str
     expressions: tuple[str, ...] = ()
+    hint: str | None = None
+    avoids_denial: bool = False
 
 
 @dataclass(slots=True)

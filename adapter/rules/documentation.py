@@ -4,10 +4,11 @@ coverage, the values that were defaulted, and an input that holds several patien
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..fhir.values import add_months
 from .context import Context, Hit, who
+from .packs import PriorAuthorization
 
 
 def pain_duration(ctx: Context) -> Iterator[Hit]:
@@ -16,9 +17,19 @@ def pain_duration(ctx: Context) -> Iterator[Hit]:
     onset = ctx.diagnoses.onset
     if onset is None or onset.onset is None:
         supporting = ctx.diagnoses.supporting
+        if not supporting:
+            yield Hit(
+                "Pain duration cannot be checked: no Condition on record for the pain treated, so there is no "
+                "onset date.",
+                (),
+                hint="Record the condition treated as a Condition with its ICD-10-CM code and the onset of the pain "
+                "(onsetDateTime) at least three months before the date of service.",
+            )
+            return
+        has = "has" if len(supporting) == 1 else "have"
         yield Hit(
-            f"{who(c.key for c in supporting) or 'No Condition'}: no onset on record for the supporting "
-            "conditions (onsetDateTime, onsetPeriod.start or recordedDate).",
+            f"Pain duration cannot be checked: {who(c.key for c in supporting)} {has} no onset date "
+            "(onsetDateTime, onsetPeriod.start or recordedDate).",
             (),
         )
         return
@@ -60,14 +71,20 @@ def conservative_care(ctx: Context) -> Iterator[Hit]:
         )
 
 
+def prior_auth_codes(policy: PriorAuthorization, place_of_service: str, codes: Iterable[str]) -> list[str]:
+    """The codes the payer's prior-authorization list names at this place of service (the CDS
+    Hooks service asks it of a planned session too)."""
+    if place_of_service not in policy.places_of_service:
+        return []
+    return sorted({code for code in codes if code in policy.codes})
+
+
 def prior_auth_required(ctx: Context) -> Iterator[Hit]:
     policy = ctx.pack.prior_authorization
     case = ctx.case
-    if case.use not in policy.uses or case.place_of_service not in policy.places_of_service:
+    if case.use not in policy.uses or case.evidence.prior_auth:
         return
-    if case.evidence.prior_auth:
-        return
-    codes = sorted({line.code for line in ctx.coding.lines if line.code in policy.codes})
+    codes = prior_auth_codes(policy, case.place_of_service, (line.code for line in ctx.coding.lines))
     if codes:
         yield Hit(
             f"{who(case.session.keys)}: codes {', '.join(codes)} at place of service {case.place_of_service} "
@@ -94,22 +111,33 @@ def evidence_invalid(ctx: Context) -> Iterator[Hit]:
 
 
 def claim_data_missing(ctx: Context) -> Iterator[Hit]:
+    # One finding per missing party, each with the fix for that party only: a record with a
+    # performer and no Coverage must not be told to add a performer.
     if ctx.case.patient_resource is None:
         # Deleted from the input, never in it, or hidden (a duplicate resourceType key keeps the last).
         yield Hit(
             f"{ctx.case.patient}: the patient's Patient resource is not in the input; the Claim names the patient "
             "by display only, without the name, birth date and address a claim needs.",
             tuple(f"{p.path}.subject" for p in ctx.case.session.procedures),
+            hint=f"Add the Patient resource {ctx.case.patient} to the input (or the export it comes from).",
         )
     if ctx.case.provider is None:
+        requests = ctx.case.use == "preauthorization"
+        element = "ServiceRequest.performer or requester" if requests else "Procedure.performer.actor"
         yield Hit(
-            f"{who(ctx.case.session.keys)}: no provider: the facet procedures have no performer (or requester) "
-            "and the encounter no service provider; the Claim names the provider by display only.",
+            f"{who(ctx.case.session.keys)}: no provider: no performer"
+            + (" or requester" if requests else "")
+            + " that references a Practitioner, PractitionerRole or Organization, and no service provider on "
+            "the encounter; the Claim names the provider by display only.",
             tuple(f"{p.path}.performer" for p in ctx.case.session.procedures),
+            hint=f"Record who performed the procedure: {element} referencing the Practitioner, PractitionerRole "
+            "or Organization (or the Encounter's serviceProvider).",
         )
     if ctx.case.coverage is None:
         yield Hit(
-            f"{ctx.case.patient}: no Coverage for the patient; the Claim names the insurance by display only.", ()
+            f"{ctx.case.patient}: no Coverage for the patient; the Claim names the insurance by display only.",
+            (),
+            hint="Add the patient's Coverage, with its payor, to the record.",
         )
 
 

@@ -29,6 +29,8 @@ __all__ = [
     "ProfileSource",
     "check_case",
     "check_diagnoses",
+    "make_finding",
+    "sort_findings",
     "supporting_conditions",
 ]
 
@@ -109,16 +111,15 @@ def check_case(
             log.error("rule %s could not be applied: %s", rule_id, type(exc).__name__)
             hits = []
             findings.append(
-                _finding(
+                make_finding(
                     pack,
                     RULE_NOT_APPLIED,
                     Hit(f"Rule {rule_id} could not be applied ({type(exc).__name__}).", ()),
                 )
             )
         used = [relevant[section] for section in SECTIONS_READ.get(rule_id, ()) if section in relevant]
-        findings.extend(_finding(pack, rule_id, hit, used) for hit in hits)
-    findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], _ORDER[f.rule_id]))
-    return findings, context.diagnoses
+        findings.extend(make_finding(pack, rule_id, hit, used) for hit in hits)
+    return sort_findings(findings), context.diagnoses
 
 
 def _relevant_versions(case: Case, pack: Pack) -> dict[Section, InForce]:
@@ -132,7 +133,14 @@ def _relevant_versions(case: Case, pack: Pack) -> dict[Section, InForce]:
     return found
 
 
-def _finding(pack: Pack, rule_id: str, hit: Hit, used: list[InForce] | None = None) -> Finding:
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    """Errors first, then warnings, then information; within a severity, in registry order (stable)."""
+    return sorted(findings, key=lambda f: (SEVERITY_ORDER[f.severity], _ORDER[f.rule_id]))
+
+
+def make_finding(pack: Pack, rule_id: str, hit: Hit, used: list[InForce] | None = None) -> Finding:
+    """A rule's hit as a finding, with what the pack says about the rule and the dated versions
+    (`used`) it was judged by."""
     spec = pack.rule(rule_id)
     used = used or []
     message = hit.message
@@ -150,7 +158,8 @@ def _finding(pack: Pack, rule_id: str, hit: Hit, used: list[InForce] | None = No
         message=message,
         citation=pack.citation(rule_id),
         carc=spec.carc,
-        hint=spec.hint,
+        hint=hit.hint or spec.hint,
         expressions=hit.expressions,
+        avoids_denial=hit.avoids_denial,
         in_force=tuple(version.label for version in used),
     )

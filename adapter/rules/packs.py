@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
+from string import Formatter
 from typing import Any, Literal
 
 from pydantic import (
@@ -54,6 +55,20 @@ Family = Literal["injection", "ablation"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Document(_Strict):
+    """A document citations name: its title, and its public address when it has one (an LCD or
+    article in the CMS Medicare Coverage Database, a regulation), so a review can link to it.
+    A pack writes a document as its title alone, or as a table `{ title = "…", url = "https://…" }`."""
+
+    title: str = Field(min_length=3)
+    url: str | None = Field(default=None, pattern=r"^https://[^\s]+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _title_alone(cls, value: Any) -> Any:
+        return {"title": value} if isinstance(value, str) else value
 
 
 class RuleSpec(_Strict):
@@ -251,7 +266,7 @@ class Pack(_Strict):
     version: str
     title: str
     abstract: bool = False
-    documents: dict[str, str]
+    documents: dict[str, Document]
     billing: Billing
     limits: Limits
     diagnoses: Diagnoses
@@ -289,7 +304,7 @@ class Pack(_Strict):
     def _citations_resolve(self) -> Pack:
         for rule in self.rules.values():
             try:
-                rule.citation.format_map(self.documents)
+                rule.citation.format_map(self.document_titles)
             except (KeyError, ValueError) as exc:
                 raise ValueError(f"rule {rule.id}: citation names an unknown document {exc}") from exc
         return self
@@ -328,11 +343,26 @@ class Pack(_Strict):
     def section_in_force(self, section: str) -> InForce | None:
         return next((used for used in self.in_force if used.section == section), None)
 
+    @property
+    def document_titles(self) -> dict[str, str]:
+        return {name: document.title for name, document in self.documents.items()}
+
     def rule(self, rule_id: str) -> RuleSpec:
         return self.rules[rule_id]
 
     def citation(self, rule_id: str) -> str:
-        return self.rules[rule_id].citation.format_map(self.documents)
+        return self.rules[rule_id].citation.format_map(self.document_titles)
+
+    def citation_links(self, rule_id: str) -> tuple[tuple[str, str], ...]:
+        """(title, address) of each document the rule's citation names that has a public address,
+        in the order the citation names them."""
+        names = [field for _, field, _, _ in Formatter().parse(self.rules[rule_id].citation) if field]
+        links: dict[str, str] = {}
+        for name in names:
+            document = self.documents[name]
+            if document.url is not None:
+                links.setdefault(document.title, document.url)
+        return tuple(links.items())
 
     def covered_for(self, code: str, region: Region, family: Family) -> bool:
         entry = self.covered.get(code)
@@ -361,11 +391,13 @@ _REGION_CHARACTER: dict[str, frozenset[Region]] = {
 }
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], override: dict[str, Any], *, atomic: bool = False) -> dict[str, Any]:
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        if not atomic and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            # A document is replaced whole: a pack that names another LCD must not inherit the
+            # address of its parent's.
+            merged[key] = _merge(merged[key], value, atomic=key == "documents")
         else:
             merged[key] = value
     return merged

@@ -85,12 +85,19 @@ def imaging_line_bundled(ctx: Context) -> Iterator[Hit]:
             yield Hit(
                 f"{proc.key}: imaging guidance code {code} was dropped; it is included in the facet code.",
                 (proc.code_path,),
+                avoids_denial=True,
             )
     for key in ctx.case.guidance_resources:
-        yield Hit(f"{key}: imaging guidance procedure was not billed; its code is included in the facet code.", ())
+        yield Hit(
+            f"{key}: the imaging guidance procedure is not billed; its code is included in the facet code.",
+            (),
+            avoids_denial=True,
+        )
 
 
 def input_corrected(ctx: Context) -> Iterator[Hit]:
+    # What the record had, what the claim uses, and the denial the correction avoids: the claim is
+    # already corrected, so the finding must not read as if the payer will deny it.
     for correction in ctx.coding.corrections:
         group = correction.group
         changes = []
@@ -99,10 +106,12 @@ def input_corrected(ctx: Context) -> Iterator[Hit]:
         if correction.added:
             changes.append("added " + ", ".join(correction.added))
         yield Hit(
-            f"{who(p.key for p in group.procedures)}: the input coded {', '.join(correction.input_codes)} for the "
-            f"{group.label} levels {levels_text(group)}; "
-            f"the levels code as {', '.join(correction.derived_codes)} ({'; '.join(changes)}).",
+            f"{who(p.key for p in group.procedures)}: the record codes {levels_text(group)} ({group.label}) "
+            f"as {', '.join(correction.input_codes)}; the claim uses {', '.join(correction.derived_codes)} "
+            f"({', '.join(changes)}), the codes these levels take, so it is not denied for codes that do not "
+            "match the levels.",
             tuple(p.code_path for p in group.procedures),
+            avoids_denial=True,
         )
 
 

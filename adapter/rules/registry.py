@@ -5,7 +5,7 @@ that lacks one of these ids, or names one that is not here, is an error.
 
 from __future__ import annotations
 
-from . import diagnoses, documentation, history, reading
+from . import diagnoses, documentation, history, providers, reading
 from .context import RuleFunction
 
 # Raised by the engine itself when a rule function fails, so it has no function of its own.
@@ -33,6 +33,7 @@ RULES: tuple[tuple[str, RuleFunction], ...] = (
     ("levels-inferred", reading.levels_inferred),
     ("input-corrected", reading.input_corrected),
     ("claim-data-missing", documentation.claim_data_missing),
+    ("npi-invalid", providers.npi_invalid),
     ("pos-defaulted", documentation.pos_defaulted),
     ("payer-defaulted", documentation.payer_defaulted),
     ("procedure-undated", reading.procedure_undated),

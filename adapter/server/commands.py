@@ -69,6 +69,19 @@ def _write(data: bytes | str) -> None:
     default=None,
     help="text: a table; json: the outcomes. Default: text on a terminal, else json.",
 )
+@click.option("--payer-url", help="Submit each written Claim to this payer's FHIR base and store its answer.")
+@click.option("--payer-token", envvar="FACET_ADAPTER_PAYER_TOKEN", help="Bearer token for the payer.")
+@click.option("--force-submit", is_flag=True, help="With --payer-url, submit held (draft) Claims too.")
+@click.option(
+    "--payer-budget", type=click.FloatRange(min=0.1), default=15.0, show_default=True, help="Seconds to retry $submit."
+)
+@click.option(
+    "--payer-wait",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to follow a pended answer with $inquire.",
+)
 @fhir_server_options(fhir_token_aliases=("--token",))
 def sync(
     procedure_id: str | None,
@@ -80,6 +93,11 @@ def sync(
     prior_auth: str | None,
     dry_run: bool,
     output_format: str | None,
+    payer_url: str | None,
+    payer_token: str | None,
+    force_submit: bool,
+    payer_budget: float,
+    payer_wait: float,
     **server: Any,
 ) -> None:
     """Code and check facet sessions on a FHIR server and write their Claims back.
@@ -94,12 +112,13 @@ def sync(
         raise UsageError("Give exactly one of --procedure, --patient or --since.")
     options = _pipeline_options(payer, use, pos, prior_auth)
     client = make_client(server_options_from(**server))
+    submit = _payer_options(payer_url, payer_token, force_submit, payer_budget, payer_wait)
     if procedure_id:
-        outcomes = [sync_procedure(client, procedure_id, options, dry_run=dry_run)]
+        outcomes = [sync_procedure(client, procedure_id, options, dry_run=dry_run, payer=submit)]
     elif patient_id:
-        outcomes = [sync_patient(client, patient_id, options, dry_run=dry_run)]
+        outcomes = [sync_patient(client, patient_id, options, dry_run=dry_run, payer=submit)]
     else:
-        outcomes = sync_since(client, str(since), options, dry_run=dry_run)
+        outcomes = sync_since(client, str(since), options, dry_run=dry_run, payer=submit)
     chosen_format = output_format or ("text" if sys.stdout.isatty() else "json")
     if chosen_format == "json":
         payload = {"dryRun": dry_run, "results": [o.to_dict(resources=dry_run) for o in outcomes]}
@@ -107,6 +126,19 @@ def sync(
     else:
         _write(sync_text(outcomes, dry_run=dry_run))
     raise SystemExit(combined_exit(outcomes))
+
+
+def _payer_options(url: str | None, token: str | None, force: bool, budget: float, wait: float) -> Any:
+    """`--payer-url` and friends as adapter.server.answers.PayerOptions (None without a URL)."""
+    if url is None:
+        if force or token:
+            raise UsageError("--payer-token and --force-submit need --payer-url.")
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise UsageError("--payer-url must be the payer's http(s) FHIR base.")
+    from .answers import PayerOptions
+
+    return PayerOptions(url=url, token=token, force=force, budget=budget, wait=wait)
 
 
 def _findings_text(outcome: SyncOutcome) -> str:
@@ -133,6 +165,11 @@ def sync_text(outcomes: Sequence[SyncOutcome], *, dry_run: bool) -> str:
                 f"{o.procedure:<34} {claim:<44} {o.claim_status or '-':<7} {o.claim_action:<13} {task:<13} "
                 f"{lines} | {_findings_text(o)}"
             )
+            if o.payer is not None:
+                answered = o.payer.get("result") or f"not submitted ({o.payer.get('why')})"
+                number = f", authorization {o.payer['authorization']}" if o.payer.get("authorization") else ""
+                stored = f", ClaimResponse/{o.payer['claimResponseId']}" if o.payer.get("claimResponseId") else ""
+                out.append(f"{'':<34} payer: {answered}{number}{stored}")
     held = sum(1 for o in outcomes if o.exit_code == 1)
     failed = sum(1 for o in outcomes if o.exit_code >= 2)
     out.append("")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import FhirNotFound, FhirRequestRejected, NoFacetProcedureError, UsageError
@@ -75,17 +75,35 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
         focus = client.read(type_, id_)
     except FhirNotFound:
         raise NoFacetProcedureError(f"{key} does not exist on the FHIR server.") from None
+    return gather_around(client, focus)
+
+
+def gather_around(
+    client: FhirClient,
+    focus: Mapping[str, Any],
+    *,
+    known: Sequence[Mapping[str, Any]] = (),
+    have: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """`gather` for a focus procedure the caller already holds (a CDS Hooks draft order is on no
+    server yet). `known` are resources the caller has too (prefetched ones): they are returned
+    with the rest and their references are followed; the searches of the resource types in
+    `have` (and the Patient read, when "Patient" is in it) are left out."""
+    key = f"{focus.get('resourceType')}/{focus.get('id')}"
     found = _Found()
     found.add(focus)
+    for resource in known:
+        found.add(resource)
     subject = reference_of(focus.get("subject"))
     patient = parse_location(client.relative(subject)) if subject and "://" not in client.relative(subject) else None
     if patient is None or patient.type != "Patient":
         return list(found.items.values())  # the pipeline reports what is missing
     pid = patient.id
-    try:
-        found.add(client.read("Patient", pid))
-    except FhirNotFound:
-        log.warning("%s names Patient/%s, which the server does not have", key, pid)
+    if "Patient" not in have:
+        try:
+            found.add(client.read("Patient", pid))
+        except FhirNotFound:
+            log.warning("%s names Patient/%s, which the server does not have", key, pid)
     dos = date_of(focus)
     since = add_months(dos, -HISTORY_MONTHS) if dos is not None else None
 
@@ -97,6 +115,8 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
     # uses and what a sync brings from the server cannot drift apart.
     revincludes: list[str] = []
     for wanted_type in PATIENT_TYPES:
+        if wanted_type.type in have:
+            continue
         # `subject=Patient/x`, not `patient=x`: the same on HAPI, but the `patient` parameters are
         # defined with resolve() and cost the test server a FHIRPath evaluation per resource.
         params = [(wanted_type.search_param, f"Patient/{pid}")]
@@ -119,7 +139,7 @@ def gather(client: FhirClient, procedure_id: str, *, use: str = "claim") -> list
             revincludes = reverse
         includes = [f.include for f in FOLLOWED if f.source == wanted_type.type and f.include]
         search(wanted_type.type, params + [("_revinclude", i) for i in reverse], includes)
-    if len(revincludes) < len([r for r in REVERSE if r.target == "Procedure"]):
+    if "Procedure" not in have and len(revincludes) < len([r for r in REVERSE if r.target == "Procedure"]):
         _observations_about(client, found)
     _read_missing(client, found)
     log.info("gathered %d resource(s) for %s", len(found.items), key)

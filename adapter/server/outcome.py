@@ -36,6 +36,7 @@ class SyncOutcome:
     outcome: dict[str, Any] | None = None  # the findings as an OperationOutcome
     error: dict[str, Any] | None = None  # an input error for this session (exit 2), as an OperationOutcome
     retired: list[str] = field(default_factory=list)  # superseded Claims cancelled (or, dry run, to cancel)
+    payer: dict[str, Any] | None = None  # with --payer-url: what the payer answered and what was stored
 
     @property
     def held(self) -> bool:
@@ -66,6 +67,8 @@ class SyncOutcome:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.payer is not None:
+            out["payer"] = self.payer
         if resources:
             out["claim"] = self.claim
             out["task"] = self.task

@@ -17,7 +17,7 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FhirNotFound, InputError, NoFacetProcedureError, UsageError
 from ..fhir.client import FhirClient
@@ -27,6 +27,9 @@ from ..pipeline import Options, Result, process_index
 from ..read.uses import facet_code_tokens
 from .gather import ID_SYNTAX, date_of, focus_key, gather, server_index
 from .outcome import SyncOutcome, failed_outcome
+
+if TYPE_CHECKING:
+    from .answers import PayerOptions
 from .retire import retire_others, retire_superseded
 from .writeback import write_back
 
@@ -42,11 +45,12 @@ def sync_procedure(
     *,
     dry_run: bool = False,
     now: dt.datetime | None = None,
+    payer: PayerOptions | None = None,
 ) -> SyncOutcome:
     """Code and check the session of one facet Procedure (ServiceRequest for preauthorization)
-    and write its Claim (and Task when held) back. Raises InputError subclasses (exit 2) when
-    the procedure is not a billable facet procedure, FhirError subclasses (exit 4) on server
-    failures."""
+    and write its Claim (and Task when held) back; with `payer`, submit it and store the answer
+    (adapter.server.answers). Raises InputError subclasses (exit 2) when the procedure is not a
+    billable facet procedure, FhirError subclasses (exit 4) on server or payer failures."""
     key = focus_key(procedure_id, options.use)
     resources = gather(client, key, use=options.use)
     index = server_index(client, resources)
@@ -61,23 +65,33 @@ def sync_procedure(
                 result = process_index(index, dataclasses.replace(options, focus=sibling))
             except NoFacetProcedureError:
                 continue
-            return _write_and_retire(client, result, sibling, dry_run=dry_run, now=now)
+            return _write_and_retire(client, result, sibling, dry_run=dry_run, now=now, payer=payer)
         retired = retire_superseded(
             client, _patient_of(resources, key), {key}, options.use, keep=None, dry_run=dry_run, now=now
         )
         if retired:
             log.info("%s is no longer billable; retired %s", key, ", ".join(retired))
         raise
-    return _write_and_retire(client, result, key, dry_run=dry_run, now=now)
+    return _write_and_retire(client, result, key, dry_run=dry_run, now=now, payer=payer)
 
 
 def _write_and_retire(
-    client: FhirClient, result: Result, procedure: str, *, dry_run: bool, now: dt.datetime | None
+    client: FhirClient,
+    result: Result,
+    procedure: str,
+    *,
+    dry_run: bool,
+    now: dt.datetime | None,
+    payer: PayerOptions | None = None,
 ) -> SyncOutcome:
     """Write the session's Claim (and Task), then retire the adapter's other open Claims that
-    bill its procedures (with dry_run, say which would be)."""
+    bill its procedures (with dry_run, say which would be); with `payer`, submit the Claim."""
     outcome = write_back(client, result, procedure, dry_run=dry_run, now=now)
     retire_others(client, result, outcome, dry_run=dry_run, now=now)
+    if payer is not None:
+        from .answers import submit_and_record
+
+        submit_and_record(client, result, outcome, payer, now=now)
     return outcome
 
 
@@ -109,6 +123,7 @@ def sync_patient(
     *,
     dry_run: bool = False,
     now: dt.datetime | None = None,
+    payer: PayerOptions | None = None,
 ) -> SyncOutcome:
     """Sync the patient's latest facet session (as `facet-adapter claim` picks it in a file)."""
     location = parse_location(patient_id) if "/" in patient_id else None
@@ -125,7 +140,7 @@ def sync_patient(
         raise NoFacetProcedureError(f"Patient/{pid} has no {type_} on the FHIR server.")
     # The library decides what the latest billable facet session is (codes, words, status, date).
     latest = process_index(server_index(client, [patient, *candidates]), dataclasses.replace(options, focus=None))
-    return sync_procedure(client, latest.case.session.keys[0], options, dry_run=dry_run, now=now)
+    return sync_procedure(client, latest.case.session.keys[0], options, dry_run=dry_run, now=now, payer=payer)
 
 
 def sync_since(
@@ -135,6 +150,7 @@ def sync_since(
     *,
     dry_run: bool = False,
     now: dt.datetime | None = None,
+    payer: PayerOptions | None = None,
 ) -> list[SyncOutcome]:
     """Sync every session with a facet Procedure (ServiceRequest for preauthorization) whose
     `_lastUpdated` is at or after `since` (a date or an instant), searched by the facet CPT codes.
@@ -161,7 +177,7 @@ def sync_since(
     outcomes: list[SyncOutcome] = []
     for key in sessions.values():
         try:
-            outcomes.append(sync_procedure(client, key, options, dry_run=dry_run, now=now))
+            outcomes.append(sync_procedure(client, key, options, dry_run=dry_run, now=now, payer=payer))
         except InputError as exc:
             log.warning("%s not synced: %s", key, type(exc).__name__)
             outcomes.append(failed_outcome(key, exc, dry_run=dry_run))

@@ -35,8 +35,9 @@ from ..fhir.client import FhirClient
 from ..fhir.responses import entry_results
 from ..pipeline import Result
 from ..rules.findings import Finding
-from ..writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM, server_claim
+from ..writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM
 from ..writers.outcome import RULE_SYSTEM
+from ..writers.server_claim import server_claim
 from .outcome import SyncOutcome
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,8 @@ def _sync_task(
         return
     if existing is None or existing.get("status") not in OPEN_TASK_STATUSES:
         return
+    if str(existing.get("businessStatus", {}).get("text", "")).startswith("payer-"):
+        return  # opened by the payer's answer (adapter.server.answers): the payer's word stands
     closed = {
         **existing,
         "status": "completed",

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .. import __version__
+from ..cds.routes import cds_router
 from ..errors import AdapterError
 from ..pipeline import Options, Result, process, validate_options
 from .handler import SyncHandler
@@ -401,6 +402,8 @@ def create_app(
             app.openapi_schema = schema
         return app.openapi_schema
 
+    if settings.cds.enabled:  # GET /cds-services, POST /cds-services/{id} (docs/cds-hooks.md)
+        app.include_router(cds_router(settings))
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 import click
 import orjson
 
+from ..cds.options import cds_options, cds_settings_from
 from ..errors import UsageError
 from ..fhir.auth import build_auth
 from ..model import Use
@@ -53,6 +54,7 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
     show_default=True,
     help="/claim and /check requests processed at once; more are answered 503 with Retry-After.",
 )
+@cds_options()
 def serve(
     port: int,
     host: str,
@@ -76,6 +78,7 @@ def serve(
     from ..pipeline import Options, validate_options
     from .app import create_app
 
+    cds = cds_settings_from(fhir_options, host=host, port=port)  # the CDS Hooks service (docs/cds-hooks.md)
     fhir = server_options_from(**fhir_options)
     fhir_base = check_fhir_base(fhir.base_url, "--fhir-base")
     if hook_token is not None and not hook_token.strip():
@@ -99,6 +102,7 @@ def serve(
         max_api_bytes=int(max_input_mb * MIB),
         max_api_concurrency=max_api_requests,
         retry=RetryPolicy(max_attempts=max_attempts, base_seconds=retry_delay),
+        cds=cds,
     )
     with QueueLock(settings.db_path):
         app = create_app(settings)
@@ -113,6 +117,8 @@ def serve(
         )
         server = uvicorn.Server(config)
         sys.stderr.write(f"facet-adapter serve: http://{host}:{port}/notify (queue {settings.db_path})\n")
+        if cds.enabled:
+            sys.stderr.write(f"facet-adapter serve: CDS Hooks discovery at {cds.base_url}/cds-services\n")
         if hook_token is None:
             where = "" if host in ("127.0.0.1", "localhost", "::1") else f" on {host}"
             sys.stderr.write(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..cds.settings import CdsSettings
 from ..errors import UsageError
 from ..fhir.auth import AuthOptions
 from ..fhir.client import ServerOptions
@@ -64,6 +65,7 @@ class Settings:
     lease_seconds: float = 900.0  # longer than one sync can take with the client's own retries
     poll_seconds: float = 1.0
     keep_done_seconds: float = 30 * 86400.0
+    cds: CdsSettings = field(default_factory=CdsSettings)  # the CDS Hooks service (docs/cds-hooks.md)
 
     @property
     def fhir_server(self) -> ServerOptions:

@@ -3,20 +3,30 @@
 Each writer is a module that turns a `ClaimDecision` (and, where the format copies resources, the
 input's index) into bytes, plus one entry in `WRITERS` below. Adding a format is one new module
 and one registration; no writer decides anything about the claim.
+
+A format may need data the others do not (an 837P needs the billing provider's tax id): its
+`requirements` turn what the claim lacks into findings, which `prepare` adds to the decision before
+writing, so the exit status and the findings show them. A format whose `writes_held` is False
+writes a held claim only when the caller forces it (docs/output.md, X12 837P).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from ..decision import ClaimDecision
+from ..decision import ClaimDecision, with_findings
 from ..fhir.ingest import ResourceIndex
+from ..rules.findings import Finding
 from .fhir_claim import claim_bundle
 from .outcome import decision_outcome
+from .pas import pas_request_bundle
 from .review import review_text
+from .x12_837p import MEDIA_TYPE as X12_MEDIA_TYPE
+from .x12_837p import X12Options, X12Writer
 
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
@@ -27,10 +37,29 @@ class Writer:
     media_type: str
     description: str
     write: Callable[[ClaimDecision, ResourceIndex], bytes]
+    # Findings only this format raises: what it needs that the claim lacks.
+    requirements: Callable[[ClaimDecision], list[Finding]] | None = None
+    # Whether a held claim is written all the same (a draft FHIR Claim is; an 837P is not, unless forced).
+    writes_held: bool = True
+
+    def prepare(self, decision: ClaimDecision) -> ClaimDecision:
+        """The decision with this format's findings added (the same decision when it has none)."""
+        return with_findings(decision, self.requirements(decision)) if self.requirements else decision
+
+
+def request_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any]:
+    """What `claim` writes: the Claim Bundle, or the PAS request Bundle for a prior authorization."""
+    if decision.use == "preauthorization":
+        return pas_request_bundle(decision, index)
+    return claim_bundle(decision, index)
 
 
 def _fhir_bundle(decision: ClaimDecision, index: ResourceIndex) -> bytes:
-    return orjson.dumps(claim_bundle(decision, index), option=JSON_OPTIONS)
+    return orjson.dumps(request_bundle(decision, index), option=JSON_OPTIONS)
+
+
+def _pas(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    return orjson.dumps(pas_request_bundle(decision, index), option=JSON_OPTIONS)
 
 
 def _outcome(decision: ClaimDecision, index: ResourceIndex) -> bytes:
@@ -39,6 +68,27 @@ def _outcome(decision: ClaimDecision, index: ResourceIndex) -> bytes:
 
 def _review(decision: ClaimDecision, index: ResourceIndex) -> bytes:
     return review_text(decision).encode()
+
+
+def _html(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    # Imported here: the template engine is not loaded for the commands that write no HTML.
+    from .html import review_page
+
+    return review_page(decision).encode()
+
+
+def x12_837p_writer(options: X12Options | None = None) -> Writer:
+    """The 837P writer with the given options; the registered one reads its settings from
+    FACET_ADAPTER_X12_CONFIG and keeps control numbers in the state file that names."""
+    x12 = X12Writer(options)
+    return Writer(
+        "x12-837p",
+        X12_MEDIA_TYPE,
+        "ASC X12 005010X222A1 837P professional claim (an interchange of one claim)",
+        x12.write,
+        x12.requirements,
+        writes_held=False,
+    )
 
 
 WRITERS: dict[str, Writer] = {
@@ -50,8 +100,11 @@ WRITERS: dict[str, Writer] = {
             "FHIR R4 Claim Bundle (a Da Vinci PAS request Bundle for prior authorization)",
             _fhir_bundle,
         ),
+        Writer("pas", "application/fhir+json", "Da Vinci PAS 2.2.1 request Bundle (prior authorization only)", _pas),
         Writer("outcome", "application/fhir+json", "the findings as a FHIR R4 OperationOutcome", _outcome),
         Writer("text", "text/plain; charset=utf-8", "the coder's pre-claim review", _review),
+        Writer("html", "text/html; charset=utf-8", "the coder's pre-claim review as one self-contained page", _html),
+        x12_837p_writer(),
     )
 }
 

@@ -1,5 +1,5 @@
-"""Human-readable text from the claim decision: the coder's pre-claim review table and the short
-`claim` summary."""
+"""Human-readable text from the claim decision: the coder's pre-claim review and the short `claim`
+summary."""
 
 from __future__ import annotations
 
@@ -7,77 +7,99 @@ import textwrap
 
 from ..decision import ClaimDecision
 from ..rules.findings import Finding
+from . import wording
 
 _WIDTH = 100
+_INDENT = " " * 14
+
+
+def _wrap(text: str, initial: str, subsequent: str) -> list[str]:
+    # Never inside a word: resource ids, codes and options (Procedure/mbb-l4l5, --prior-auth) stay whole.
+    return textwrap.wrap(
+        text,
+        _WIDTH,
+        initial_indent=initial,
+        subsequent_indent=subsequent,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
 def review_text(decision: ClaimDecision) -> str:
+    """The coder's pre-claim review as text; the HTML page (adapter/writers/html.py) says the same
+    things (adapter/writers/wording.py)."""
     out: list[str] = []
+    out.append(f"facet-adapter pre-claim review · profile {wording.pack_text(decision)}")
     out.append(
-        f"facet-adapter pre-claim review · profile {decision.pack}@{decision.pack_version} ({decision.pack_title})"
-    )
-    pos_from = {"option": "from --pos", "location": "from the encounter's location", "default": "defaulted"}
-    out.append(
-        f"Session {decision.date.isoformat()} · {decision.patient} · use {decision.use} · place of service "
-        f"{decision.place_of_service} ({pos_from[decision.place_of_service_source]})"
+        f"Session {decision.date.isoformat()} · {wording.patient_text(decision)} · {wording.use_text(decision)} · "
+        f"place of service {wording.place_of_service(decision)}"
     )
     out.append("Procedures: " + ", ".join(decision.procedures))
-    if decision.pack_reason:
-        out.extend(textwrap.wrap(f"Profile: {decision.pack_reason}", _WIDTH, subsequent_indent="  "))
-    if decision.in_force:
-        out.extend(
-            textwrap.wrap(
-                f"Rules in force on {decision.date.isoformat()}: " + "; ".join(decision.in_force),
-                _WIDTH,
-                subsequent_indent="  ",
-            )
-        )
+    for fact in wording.profile_lines(decision):
+        out.extend(_wrap(fact, "", "  "))
     out.append("")
     out.append("Lines")
     if not decision.lines:
         out.append("  (none)")
     else:
         out.append(f"  {'#':>2}  {'Code':<6} {'Modifiers':<10} {'Qty':>3}  {'Levels':<28} Why")
-        for number, line in ((decided.sequence, decided.line) for decided in decision.lines):
-            levels = ", ".join(level.level.label for level in line.levels)
-            side = line.side or "side unknown"
-            why = line.rationale.split(" (group")[0].split(": ", 1)[-1]
+        for decided in decision.lines:
+            line = decided.line
             out.append(
-                f"  {number:>2}  {line.code:<6} {' '.join(line.modifiers) or '-':<10} {line.quantity:>3}  "
-                f"{(levels + ' ' + side)[:28]:<28} {why}"
+                f"  {decided.sequence:>2}  {line.code:<6} {' '.join(line.modifiers) or '-':<10} {line.quantity:>3}  "
+                f"{wording.levels_text(decided)[:28]:<28} {wording.code_reason(decided)}"
             )
+            for note in wording.modifier_notes(decided):
+                out.extend(_wrap(note.text, " " * 8, " " * 10))
     out.append("")
-    out.append("Diagnoses on the claim: " + (", ".join(dx.code for dx in decision.diagnoses) or "none"))
+    out.append("Diagnoses on the claim")
+    if not decision.diagnoses:
+        out.append("  none")
+    for dx in decision.diagnoses:
+        lines = wording.lines_pointing_at(decision, dx.sequence)
+        pointed = f"lines {', '.join(map(str, lines))}" if lines else "no line"
+        out.append(
+            f"  {dx.sequence:>2}  {dx.code:<8} {pointed} · from {wording.diagnosis_source(decision, dx.sequence)}"
+        )
     out.append("")
-    errors = sum(1 for f in decision.findings if f.severity == "error")
+    out.append("Evidence")
+    if not decision.evidence:
+        out.append("  none")
+    for entry in decision.evidence:
+        when = wording.evidence_when(entry)
+        out.append(f"  {entry.sequence:>2}  {entry.text}{' · ' + when if when else ''} · {entry.source}")
+    out.append("")
     out.append(f"Findings ({len(decision.findings)})")
     if not decision.findings:
         out.append("  none")
     for finding in decision.findings:
         out.extend(_finding_block(finding))
     out.append("")
-    verdict = f"HOLD: {errors} error finding(s) must be resolved" if errors else "READY: no error findings"
-    if any(f.rule_id == "several-patients" for f in decision.findings):
-        out.append(
-            "Other patients' sessions were not coded: use --patient to choose a patient, or bulk for every session."
-        )
-    out.append(f"Result: {verdict} (exit {decision.exit_code})")
+    other_patients = wording.other_patients_note(decision)
+    if other_patients:
+        out.append(other_patients)
+    out.append(f"Result: {wording.verdict(decision)} (exit {decision.exit_code})")
     return "\n".join(out) + "\n"
 
 
 def _finding_block(finding: Finding) -> list[str]:
     head = f"  {finding.severity.upper():<11} {finding.rule_id} (v{finding.rule_version}): "
-    lines = textwrap.wrap(finding.message, _WIDTH, initial_indent=head, subsequent_indent=" " * 14)
-    detail = [
-        f"Rule: {finding.citation}",
-        f"Fix: {finding.hint}",
-    ]
-    if finding.carc:
-        detail.append(f"Payer would likely deny with CARC {finding.carc}.")
-    if finding.expressions:
-        detail.append("At: " + "; ".join(finding.expressions[:4]) + (" …" if len(finding.expressions) > 4 else ""))
+    lines = _wrap(finding.message, head, _INDENT)
+    detail = [f"Rule: {finding.citation}"]
+    detail.extend(f"Policy: {url}" for _, url in finding.links)
+    carc = wording.carc_sentence(finding)
+    if carc:
+        detail.append(carc)
+    detail.append(f"Fix: {finding.hint}")
+    if finding.locations:
+        shown = [location.text for location in finding.locations[:4]]
+        detail.append("At: " + "; ".join(shown) + (" …" if len(finding.locations) > 4 else ""))
     for text in detail:
-        lines.extend(textwrap.wrap(text, _WIDTH, initial_indent=" " * 14, subsequent_indent=" " * 16))
+        # Addresses are not wrapped: a terminal must be able to open them.
+        if text.startswith("Policy: "):
+            lines.append(_INDENT + text)
+            continue
+        lines.extend(_wrap(text, _INDENT, " " * 16))
     return lines
 
 

