@@ -235,7 +235,7 @@ def with_pas_parties(case: CaseBuilder, *, urgent: str | None = None) -> CaseBui
         elif kind == "Organization" and id_ == "payer":
             resource["identifier"] = [{"system": "urn:oid:2.16.840.1.113883.6.300", "value": "15999"}]
         elif kind == "Organization" and id_ == "clinic":
-            resource["identifier"] = [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1093817465"}]
+            resource["identifier"] = [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1093817462"}]
         elif kind == "ServiceRequest":
             resource["performer"] = [{"reference": "Organization/clinic"}]
             if f"{kind}/{id_}" == urgent:
