@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 import sys
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, ClassVar, NoReturn
 import click
 import orjson
 
-from .errors import EXIT_INPUT, EXIT_INTERNAL, AdapterError, UsageError
+from .errors import EXIT_INPUT, EXIT_INTERNAL, AdapterError, InputTooLargeError, UsageError
 
 _DUMP = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
@@ -65,12 +66,25 @@ def _fail(error: AdapterError) -> NoReturn:
 def _read_input(source: str, max_bytes: int) -> tuple[bytes, str]:
     if source == "-":
         raw = sys.stdin.buffer.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            # A stream's size is not known before it is read: say what was read, not a made-up size.
+            raise InputTooLargeError(
+                f"The standard input is over the limit of {max_bytes:,} bytes (more than {max_bytes:,} bytes were "
+                "read; raise the limit with --max-input-mb)."
+            )
         return raw, "standard input"
     path = Path(source)
     try:
         if path.is_dir():
             raise UsageError(f"{source} is a directory, not an input file.")
         with path.open("rb") as handle:
+            # A regular file's size is known: the message states it (reading stops at the limit).
+            info = os.fstat(handle.fileno())
+            if stat.S_ISREG(info.st_mode) and info.st_size > max_bytes:
+                raise InputTooLargeError(
+                    f"The {path.name} is {info.st_size:,} bytes, over the limit of {max_bytes:,} bytes "
+                    "(raise it with --max-input-mb)."
+                )
             raw = handle.read(max_bytes + 1)
     except FileNotFoundError:
         raise UsageError(f"Input file {source} does not exist.") from None
@@ -81,17 +95,27 @@ def _read_input(source: str, max_bytes: int) -> tuple[bytes, str]:
     return raw, path.name
 
 
-def _options(payer: str | None, use: str, pos: str | None, prior_auth: str | None, max_input_mb: float) -> Any:
+def _options(
+    payer: str | None,
+    use: str,
+    pos: str | None,
+    prior_auth: str | None,
+    max_input_mb: float,
+    patient: str | None = None,
+) -> Any:
     from .pipeline import Options
 
     if not math.isfinite(max_input_mb) or max_input_mb <= 0:
         raise UsageError("--max-input-mb must be a positive number.")
+    if patient is not None and not patient.strip():
+        raise UsageError("--patient needs a patient id (Patient/123 or 123).")
     return Options(
         payer=payer.lower() if payer else None,
         use=use,  # type: ignore[arg-type]
         pos=pos,
         prior_auth=prior_auth or None,
         max_input_bytes=int(max_input_mb * 1024 * 1024),
+        patient=patient,
     )
 
 
@@ -110,6 +134,9 @@ _common = [
     click.option("--pos", help="CMS place-of-service code (two digits). Default: from the encounter's location."),
     click.option("--prior-auth", help="Prior authorization number on record for this session."),
     click.option("--max-input-mb", type=float, default=64.0, show_default=True, help="Refuse larger inputs."),
+    click.option(
+        "--patient", help="Code this patient's latest session (Patient/123 or 123). Default: the input's latest."
+    ),
 ]
 
 
@@ -235,6 +262,7 @@ def claim(
     pos: str | None,
     prior_auth: str | None,
     max_input_mb: float,
+    patient: str | None,
     output: str | None,
     output_format: str,
     **x12: Any,
@@ -247,11 +275,17 @@ def claim(
         if given:
             names = ", ".join("--" + name.replace("_", "-") for name in given)
             raise UsageError(f"{names}: only with --format x12-837p.")
-        result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
+        result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
         _write(orjson.dumps(result.bundle, option=_DUMP), output)
         sys.stderr.write(claim_summary(result.decision))
         raise SystemExit(result.exit_code)
-    _claim_x12(source, _options(payer, use, pos, prior_auth, max_input_mb), _x12_writer(use, x12), output, x12["force"])
+    _claim_x12(
+        source,
+        _options(payer, use, pos, prior_auth, max_input_mb, patient),
+        _x12_writer(use, x12),
+        output,
+        x12["force"],
+    )
 
 
 def _claim_x12(source: str, options: Any, writer: Any, output: str | None, force: bool) -> NoReturn:
@@ -310,13 +344,14 @@ def check(
     pos: str | None,
     prior_auth: str | None,
     max_input_mb: float,
+    patient: str | None,
     output_format: str | None,
     output: str | None,
 ) -> None:
     """Print the findings for the latest session in INPUT."""
     from .writers import writer
 
-    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb))
+    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
     chosen = output_format or ("text" if sys.stdout.isatty() and not output else "json")
     name = {"json": "outcome"}.get(chosen, chosen)
     _write(writer(name).write(result.decision, result.index), output)

@@ -1,8 +1,9 @@
 """Code: a session of the coding model → claim lines (docs/coding.md).
 
-Entry point: `code_session(session, billing)`. The coding table, the thoraco-lumbar rule and
-the bilateral formats are data (mappings/cpt.toml, the pack's [billing]); this module only
-orders the levels and walks the table.
+Entry point: `code_session(session, billing, thoraco_lumbar=...)`. The coding table, the
+thoraco-lumbar rule and the bilateral formats are data (mappings/cpt.toml, the pack's [billing], and
+whether the pack's coding version in force on the date of service has the thoraco-lumbar rule); this
+module only orders the levels and walks the table.
 """
 
 from __future__ import annotations
@@ -141,9 +142,9 @@ class Coding:
     corrections: list[Correction] = field(default_factory=list)
 
 
-def code_session(session: Session, billing: Billing) -> Coding:
+def code_session(session: Session, billing: Billing, *, thoraco_lumbar: bool = True) -> Coding:
     coding = Coding()
-    coding.groups = group_levels(session.procedures)
+    coding.groups = group_levels(session.procedures, thoraco_lumbar=thoraco_lumbar)
     for group in coding.groups:
         assigned = _assign_codes(group)
         coding.lines.extend(_lines(group, assigned, billing))
@@ -156,8 +157,9 @@ def code_session(session: Session, billing: Billing) -> Coding:
 # --------------------------------------------------------------------------- grouping
 
 
-def group_levels(procedures: list[FacetProcedure]) -> list[Group]:
-    """Merge the session's levels by joint and split them into coding groups."""
+def group_levels(procedures: list[FacetProcedure], *, thoraco_lumbar: bool = True) -> list[Group]:
+    """Merge the session's levels by joint and split them into coding groups; without the
+    thoraco-lumbar rule, T12-L1 stays cervical-thoracic whatever else the session has."""
     merged: dict[tuple[Family, bool], dict[Any, GroupLevel]] = {}
     for proc in procedures:
         ultrasound = proc.family == "injection" and proc.guidance == "ultrasound"
@@ -176,7 +178,7 @@ def group_levels(procedures: list[FacetProcedure]) -> list[Group]:
     groups: list[Group] = []
     for (family, ultrasound), levels in merged.items():
         joints = {key for key in levels if isinstance(key, str)}
-        junction_joins = table.junction in joints and table.partner in joints
+        junction_joins = thoraco_lumbar and table.junction in joints and table.partner in joints
         by_region: dict[Region, list[GroupLevel]] = {}
         for key, entry in levels.items():
             # T12-L1 with L1-L2 is one lumbar session (mappings/spine.toml [thoraco_lumbar]).

@@ -133,6 +133,9 @@ class ClaimDecision:
     evidence: tuple[EvidenceEntry, ...]
     findings: tuple[Finding, ...]
     level_of_service: LevelOfService = "elective"
+    pack_reason: str = ""  # how the pack was chosen (--payer, the Coverage, the place of service, a default)
+    # The pack's dated sections as in force on the date of service ("limits per L38765 ...").
+    in_force: tuple[str, ...] = ()
 
     @property
     def held(self) -> bool:
@@ -167,6 +170,7 @@ def decide(
     *,
     now: dt.datetime | None = None,
     index: ResourceIndex | None = None,
+    pack_reason: str = "",
 ) -> ClaimDecision:
     """The claim decision. With the input's `index`, each finding's expressions are also given as
     a coder reads them (resource and element); without it, as the resource type and element."""
@@ -223,6 +227,8 @@ def decide(
         evidence=evidence,
         findings=tuple(_for_display(finding, pack, locator) for finding in findings),
         level_of_service=next((_LEVELS[p] for p in ("stat", "urgent", "asap") if p in priorities), "elective"),
+        pack_reason=pack_reason,
+        in_force=tuple(used.label for used in pack.in_force),
     )
 
 

@@ -117,6 +117,17 @@ class ConditionOnset:
     is_reason: bool  # referenced by the session's reasonReference
 
 
+@dataclass(frozen=True, slots=True)
+class InvalidValue:
+    """An evidence Observation whose value is outside its scale: not used (evidence-invalid)."""
+
+    source_key: str
+    path: str
+    what: str  # "pain score", "Oswestry disability index", "relief percent"
+    value: float
+    scale: str  # "0-10", "0-100", "0-100 %"
+
+
 @dataclass(slots=True)
 class Relief:
     """Relief after an earlier block: a percent, or a before/after pain pair."""
@@ -124,6 +135,7 @@ class Relief:
     percent: float | None
     source_keys: list[str]
     path: str | None
+    invalid: list[InvalidValue] = field(default_factory=list)  # linked Observations outside their scale
 
 
 @dataclass(slots=True)
@@ -167,6 +179,7 @@ class Evidence:
     conservative_days: int | None = None
     prior_auth: str | None = None
     prior_auth_source: str | None = None
+    invalid: list[InvalidValue] = field(default_factory=list)  # scores outside their scale, not used
 
 
 @dataclass(slots=True)
@@ -269,13 +282,21 @@ class Parties:
 
 @dataclass(frozen=True, slots=True)
 class CoverageFacts:
-    """What pack selection reads from the patient's Coverage (nothing when there is none)."""
+    """What pack selection reads: the patient's Coverage (nothing when there is none) and the state
+    of the place of service (docs/input.md, payer profile)."""
 
     # The payor's display, Organization name and aliases, identifier values and systems.
     payor_names: tuple[str, ...] = ()
     payor_identifiers: tuple[tuple[str | None, str], ...] = ()  # (system, value)
     coverage_types: tuple[tuple[str | None, str], ...] = ()  # (system, code) of Coverage.type
     coverage_classes: tuple[tuple[str, str], ...] = ()  # (type code, value) of Coverage.class
+    # What the Coverage says of its plan: Coverage.type text and displays, Coverage.class names and values.
+    plan_names: tuple[str, ...] = ()
+    # The address of the place of service as written: the session Location's, else the billing
+    # Organization's; `place_from` is the key of the resource it was read from.
+    place_state: str | None = None
+    place_country: str | None = None
+    place_from: str | None = None
 
 
 @dataclass(slots=True)
@@ -301,6 +322,14 @@ class Case:
     radiculopathy: list[Diagnosis]
     undated: list[FacetProcedure] = field(default_factory=list)  # the patient's, left out of history
     conditions: list[ConditionOnset] = field(default_factory=list)
+    # Every Condition of the patient with an ICD-10-CM code that is not refuted or entered in error,
+    # whatever its clinical status: where pain duration finds the onset of a supporting code.
+    coded_conditions: list[ConditionOnset] = field(default_factory=list)
+    # The patient's facet procedures of the session's date (or encounter) marked not-done.
+    not_done: list[FacetProcedure] = field(default_factory=list)
+    # How many patients have facet sessions in the input, when the session was chosen as the
+    # latest of the input rather than by --patient or a focus procedure (else None).
+    input_patients: int | None = None
     parties: Parties | None = None
     location: str | None = None  # the session's Location key
     coverage_facts: CoverageFacts = field(default_factory=CoverageFacts)

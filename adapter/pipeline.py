@@ -23,14 +23,14 @@ from .decision import ClaimDecision, decide
 from .errors import UsageError
 from .fhir.ingest import DEFAULT_MAX_INPUT_BYTES, ResourceIndex, parse_bytes
 from .model import Case, SessionRef, Use
-from .read.catalog import choose_session
+from .read.catalog import choose_session, session_patients
 from .read.catalog import list_sessions as catalog_sessions
 from .read.places import validate_pos
 from .read.session import ReadOptions, read_session
 from .rules.engine import DiagnosisCheck, ProfileSource, check_case
 from .rules.findings import Finding
 from .rules.packs import Pack
-from .rules.selection import choose_pack, load_pack
+from .rules.selection import load_pack, pack_choice
 from .writers import request_bundle
 from .writers.outcome import decision_outcome
 
@@ -46,6 +46,7 @@ class Options:
     max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
     now: dt.datetime | None = None
     focus: str | None = None  # claim this procedure's session instead of the latest
+    patient: str | None = None  # claim this patient's latest session instead of the input's latest
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Result:
     profile_source: ProfileSource
     diagnoses: DiagnosisCheck
     decision: ClaimDecision
+    profile_reason: str = ""  # how the pack was chosen
 
     @property
     def findings(self) -> list[Finding]:
@@ -96,7 +98,12 @@ def process(raw: bytes, options: Options, *, name: str = "input") -> Result:
 
 def process_index(index: ResourceIndex, options: Options) -> Result:
     validate_options(options)
-    return code_session(index, choose_session(index, options.use, options.focus), options)
+    ref = choose_session(index, options.use, options.focus, patient=options.patient)
+    counted: int | None = None
+    if options.focus is None and options.patient is None:
+        # The latest session of the input was taken: say so when it holds other patients' sessions.
+        counted = len(session_patients(index, options.use))
+    return code_session(index, ref, options, input_patients=counted)
 
 
 def list_sessions(index: ResourceIndex, use: Use = "claim") -> list[SessionRef]:
@@ -105,12 +112,21 @@ def list_sessions(index: ResourceIndex, use: Use = "claim") -> list[SessionRef]:
     return catalog_sessions(index, use)
 
 
-def code_session(index: ResourceIndex, ref: SessionRef, options: Options) -> Result:
-    """Read, code, check and decide one session of the input."""
+def code_session(
+    index: ResourceIndex, ref: SessionRef, options: Options, *, input_patients: int | None = None
+) -> Result:
+    """Read, code, check and decide one session of the input. `input_patients`, when given, is how
+    many patients have sessions in the input (several-patients: the session was taken as the
+    input's latest, not chosen)."""
     case = read_session(index, ref, ReadOptions(use=ref.use, pos=options.pos, prior_auth=options.prior_auth))
-    pack, source = choose_pack(options.payer, case.coverage_facts)
-    coding = code_lines(case.session, pack.billing)
-    findings, diagnoses = check_case(case, coding, pack, source)
+    case.input_patients = input_patients
+    choice = pack_choice(options.payer, case.coverage_facts)
+    # The pack as in force on the date of service (docs/input.md, versions in force).
+    pack, source = choice.pack.on(case.session.date), choice.source
+    coding = code_lines(case.session, pack.billing, thoraco_lumbar=pack.coding.thoraco_lumbar)
+    findings, diagnoses = check_case(
+        case, coding, pack, source, defaulted_reason=choice.reason if choice.defaulted else None
+    )
     # Resource ids and rule ids only: a date of service is patient data.
     log.info(
         "coded session of %s: %d line(s), %d finding(s) [%s]",
@@ -119,5 +135,5 @@ def code_session(index: ResourceIndex, ref: SessionRef, options: Options) -> Res
         len(findings),
         ", ".join(sorted({f.rule_id for f in findings})) or "none",
     )
-    decision = decide(case, coding, findings, diagnoses, pack, now=options.now, index=index)
-    return Result(index, case, coding, pack, source, diagnoses, decision)
+    decision = decide(case, coding, findings, diagnoses, pack, now=options.now, index=index, pack_reason=choice.reason)
+    return Result(index, case, coding, pack, source, diagnoses, decision, choice.reason)

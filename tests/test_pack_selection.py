@@ -55,7 +55,6 @@ def _chosen(facts: CoverageFacts, payer: str | None = None) -> tuple[str, str]:
     [
         ("Medicare Part B",),
         ("CGS Administrators", "MEDICARE"),
-        ("Noridian Healthcare Solutions (medicare JF)",),
         ("Acme", "https://medicare.example/payers"),  # an identifier system, as the reader collects it
     ],
 )
@@ -75,10 +74,17 @@ def test_the_payer_option_wins() -> None:
     assert _chosen(CoverageFacts(), "medicare") == ("medicare", "option")
 
 
-def test_a_pack_that_extends_medicare_is_not_chosen_by_its_words() -> None:
-    assert load_pack("medicare-noridian-jf").selection is None
+def test_a_pack_that_extends_medicare_is_not_chosen_by_its_words(site_pack: SitePack) -> None:
+    site_pack("acme", "")
+    assert load_pack("acme").selection is None
     assert load_pack("medicare").selection is not None
-    assert _chosen(CoverageFacts(payor_names=("Noridian JF Medicare",))) == ("medicare", "coverage")
+    assert _chosen(CoverageFacts(payor_names=("Acme Medicare",))) == ("medicare", "coverage")
+    # A contractor's pack has a selection of its own, not medicare's words (issue 14).
+    noridian = load_pack("medicare-noridian-jf").selection
+    assert noridian is not None and all(entry.payor_contains != "medicare" for entry in noridian.match)
+    assert _chosen(CoverageFacts(payor_names=("Noridian Healthcare Solutions (medicare JF)",)))[0] == (
+        "medicare-noridian-jf"
+    )
 
 
 def test_the_pipeline_chooses_from_the_coverage() -> None:
@@ -86,7 +92,12 @@ def test_the_pipeline_chooses_from_the_coverage() -> None:
     medicare.block("L4-L5")
     result = medicare.run()
     assert (result.pack.name, result.profile_source) == ("medicare", "coverage")
-    assert "payer-defaulted" not in rule_ids(result)
+    # No state for the place of service: the contractor was assumed, and payer-defaulted says so (issue 14).
+    assert [f.message for f in result.findings if f.rule_id == "payer-defaulted"] == [
+        "The Coverage is Medicare and names no contractor, and neither the session's Location nor the billing "
+        "Organization has an address with a state: the 'medicare' profile (Medicare Part B (CGS J15): LCD L38773, "
+        "article A58364) was used."
+    ]
     other = CaseBuilder(payer_name="Acme Health")
     other.block("L4-L5")
     result = other.run()

@@ -330,7 +330,9 @@ def test_payer_from_coverage_or_default() -> None:
     medicare = CaseBuilder(payer_name="MEDICARE PART B")
     medicare.block("L4-L5")
     result = medicare.run()
-    assert result.pack.name == "medicare" and "payer-defaulted" not in rule_ids(result)
+    # Without a state for the place of service the Medicare contractor is assumed (issue 14).
+    assert result.pack.name == "medicare" and "payer-defaulted" in rule_ids(result)
+    assert "names no contractor" in next(f.message for f in result.findings if f.rule_id == "payer-defaulted")
     other = CaseBuilder(payer_name="Acme Health Plan")
     other.block("L4-L5")
     result = other.run()

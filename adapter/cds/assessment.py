@@ -66,6 +66,11 @@ RULE_KINDS: dict[str, Kind] = {
     "pos-defaulted": "billing",
     "payer-defaulted": "billing",
     "procedure-undated": "billing",
+    # v1.2: an evidence value outside its scale is documentation to correct; an input holding other
+    # patients, and a procedure not done, change nothing on the order.
+    "evidence-invalid": "documentation",
+    "several-patients": "billing",
+    "procedure-not-done": "billing",
 }
 # The info-needed code of a "detail" finding: the order is not specific enough (detail-code), or
 # names no one to perform it, or a performer whose NPI fails its check digit (performer); a

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ..errors import ErrorDetail, InputTooLargeError, InvalidR4Error, NotFhirError, NotJsonError
-from . import r4schema
+from . import r4codes, r4schema
 from .values import parse_instant
 
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -151,6 +151,10 @@ class ResourceIndex:
     @staticmethod
     def _problems(top: Res) -> InvalidR4Error | None:
         issues, depth = r4schema.validate_with_depth(top.data, max_issues=_MAX_SCHEMA_DETAILS)
+        if not issues:
+            # The codes the adapter reads must be R4's (structure first: codes of a malformed
+            # resource are not worth reading).
+            issues = r4codes.check(top.data, top.type)[:_MAX_SCHEMA_DETAILS]
         if not issues and depth > MAX_USED_DEPTH:
             return InvalidR4Error(
                 f"{top.label()} is nested more than {MAX_USED_DEPTH} levels deep; the adapter cannot write it back "

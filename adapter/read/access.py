@@ -72,6 +72,12 @@ class Access:
             _declared_type(found.type)
         return found
 
+    def patient(self, key: str) -> Res | None:
+        """The Patient resource a patient key names, checked, else None (not in the input, or the key
+        names something else: a Group subject, a resource hidden by a duplicate resourceType key)."""
+        found = self.index.get(key)
+        return self.use(found) if found is not None and found.type == "Patient" else None
+
     def resolve(self, res: Res, element: str, value: Any) -> Res | None:
         """The target of one reference value found at `element` of `res`, when it is one of the
         declared target types; checked as R4. Anything else (not in the input, another type)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from ..errors import NoDateOfServiceError, NoFacetProcedureError
+from ..errors import NoDateOfServiceError, NoFacetProcedureError, UsageError
 from ..fhir.ingest import Res, ResourceIndex
+from ..fhir.r4codes import is_known_code
 from ..model import FacetProcedure, SessionRef, Use
-from .access import Access
+from .access import UNATTRIBUTED, Access
 from .facets import code_tables, is_facet
 from .procedures import read_procedure
 
@@ -77,9 +78,12 @@ def list_sessions(index: ResourceIndex, use: Use = "claim") -> list[SessionRef]:
     ]
 
 
-def choose_session(index: ResourceIndex, use: Use, focus: str | None = None) -> SessionRef:
-    """The session of the focus procedure, else the latest session in the input (the latest date;
-    among patients with a session that day, the greatest patient key)."""
+def choose_session(
+    index: ResourceIndex, use: Use, focus: str | None = None, *, patient: str | None = None
+) -> SessionRef:
+    """The session of the focus procedure, else the latest session of `patient` (`Patient/x` or
+    `x`), else the latest session in the input (the latest date; among patients with a session that
+    day, the greatest patient key) (docs/input.md, the patient and the session)."""
     entries = facet_catalog(index).entries
     if not entries:
         raise NoFacetProcedureError(
@@ -88,6 +92,10 @@ def choose_session(index: ResourceIndex, use: Use, focus: str | None = None) -> 
         )
     billable = [e.proc for e in entries if e.proc.billable and e.proc.resource_type == wanted_type(use)]
     if not billable:
+        # A status that is not an R4 code is invalid input, named as such, not "nothing to claim".
+        for entry in entries:
+            if not is_known_code(entry.res.type, "status", entry.res.data.get("status")):
+                Access(index).use(entry.res)
         if use == "claim":
             raise NoFacetProcedureError(
                 "--use claim needs a completed facet Procedure; the input has none "
@@ -100,6 +108,14 @@ def choose_session(index: ResourceIndex, use: Use, focus: str | None = None) -> 
     if not dated:
         names = ", ".join(p.key for p in billable[:5])
         raise NoDateOfServiceError(f"The facet procedure(s) {names} have no date of service and cannot be claimed.")
+    if patient is not None:
+        wanted = patient_key_of(patient)
+        dated = [p for p in dated if p.patient == wanted]
+        if not dated:
+            raise UsageError(
+                f"--patient {patient}: {wanted} has no {'completed' if use == 'claim' else 'planned'} facet session "
+                f"with a date of service in the input."
+            )
     if focus is not None:
         focused = next((p for p in billable if p.key == focus), None)
         if focused is None:
@@ -114,5 +130,12 @@ def choose_session(index: ResourceIndex, use: Use, focus: str | None = None) -> 
 
 
 def session_patients(index: ResourceIndex, use: Use = "claim") -> list[str]:
-    """The patients with at least one session of this use, sorted."""
-    return sorted({ref.patient for ref in list_sessions(index, use)})
+    """The patients with at least one session of this use, sorted (a facet procedure that names no
+    patient belongs to no one, so it adds none)."""
+    return sorted({ref.patient for ref in list_sessions(index, use) if ref.patient != UNATTRIBUTED})
+
+
+def patient_key_of(value: str) -> str:
+    """`Patient/x` for `--patient x` or `--patient Patient/x` (a key as the reader writes it)."""
+    value = value.strip()
+    return value if "/" in value or value.startswith("urn:") else f"Patient/{value}"

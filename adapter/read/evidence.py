@@ -24,7 +24,7 @@ from ..fhir.values import (
     parse_instant,
     period_start_end,
 )
-from ..model import Evidence, EvidenceItem, FacetProcedure, Relief
+from ..model import Evidence, EvidenceItem, FacetProcedure, InvalidValue, Relief
 from ..tables import load_toml
 from .access import Access
 from .facets import code_tables, is_facet
@@ -57,19 +57,22 @@ def read_evidence(record: PatientRecord, prior_auth_option: str | None) -> Evide
         value = observation_number(data)
         if value is None:
             continue  # a score without a value (dataAbsentReason) is not a score on record
+        pain = PAIN_LOINC in loinc
+        if pain and when < window_start:
+            continue
+        invalid = out_of_scale(res, value, "pain score" if pain else "Oswestry disability index")
+        if invalid is not None:
+            evidence.invalid.append(invalid)
+            continue
         item = EvidenceItem(
-            kind="pain-score" if PAIN_LOINC in loinc else "disability-score",
+            kind="pain-score" if pain else "disability-score",
             source_key=res.key,
             path=f"{res.path}.value" if element is None else f"{res.path}.{element}",
             date=when,
-            value=float(value) if value is not None else None,
+            value=float(value),
             unit=get_str(quantity, "unit"),
         )
-        if PAIN_LOINC in loinc:
-            if when >= window_start:
-                evidence.pain_scores.append(item)
-        else:
-            evidence.disability_scores.append(item)
+        (evidence.pain_scores if pain else evidence.disability_scores).append(item)
     evidence.pain_scores.sort(key=lambda item: item.date or dt.date.min)
     evidence.conservative_care = _conservative_care(record)
     evidence.conservative_days = _care_days(evidence.conservative_care, record.dos)
@@ -88,6 +91,23 @@ def read_evidence(record: PatientRecord, prior_auth_option: str | None) -> Evide
             evidence.prior_auth, evidence.prior_auth_source = number, res.key
             break
     return evidence
+
+
+# What each evidence value measures and its scale (docs/input.md, pain and disability scores).
+_SCALES: dict[str, tuple[float, float, str]] = {
+    "pain score": (0, 10, "0-10"),
+    "Oswestry disability index": (0, 100, "0-100"),
+    "relief percent": (0, 100, "0-100 %"),
+}
+
+
+def out_of_scale(res: Res, value: float, what: str) -> InvalidValue | None:
+    """The value as an invalid one when it is outside its scale (evidence-invalid), else None."""
+    low, high, scale = _SCALES[what]
+    if low <= value <= high:
+        return None
+    element = "valueInteger" if "valueInteger" in res.data else "valueQuantity.value"
+    return InvalidValue(res.key, f"{res.path}.{element}", what, value, scale)
 
 
 def _conservative_care(record: PatientRecord) -> list[EvidenceItem]:
@@ -170,6 +190,7 @@ def read_relief(record: PatientRecord, proc: FacetProcedure) -> Relief:
         return Relief(percent=None, source_keys=[], path=None)
     percents: list[tuple[float, Res]] = []
     pains: list[tuple[dt.datetime | None, dt.date | None, float, Res]] = []
+    invalid: list[InvalidValue] = []
     for res in _observations_about(record.access).get(id(target), []):
         data = res.data
         record.access.use(res)
@@ -182,16 +203,26 @@ def read_relief(record: PatientRecord, proc: FacetProcedure) -> Relief:
             filter(None, [concept_text(data.get("code")), *(d for _, _, _, d in codings(data.get("code")))])
         ).lower()
         if (get_str(quantity, "unit") == "%" or get_str(quantity, "code") == "%") and "relief" in words:
-            percents.append((float(value), res))
+            bad = out_of_scale(res, value, "relief percent")
+            if bad is None:
+                percents.append((float(value), res))
+            else:
+                invalid.append(bad)
         elif PAIN_LOINC in loinc:
+            bad = out_of_scale(res, value, "pain score")
+            if bad is not None:
+                invalid.append(bad)
+                continue
             when_raw = period_start_end(data, "effective")[0]
             pains.append((parse_instant(when_raw), parse_date(when_raw), float(value), res))
+    relief = Relief(percent=None, source_keys=[], path=None)
     if percents:
         best, res = max(percents, key=lambda pair: pair[0])
-        return Relief(percent=best, source_keys=[res.key], path=f"{res.path}.valueQuantity")
-    if len(pains) >= 2:
-        return _pain_pair_relief(pains, proc, target)
-    return Relief(percent=None, source_keys=[], path=None)
+        relief = Relief(percent=best, source_keys=[res.key], path=f"{res.path}.valueQuantity")
+    elif len(pains) >= 2:
+        relief = _pain_pair_relief(pains, proc, target)
+    relief.invalid = invalid
+    return relief
 
 
 def _pain_pair_relief(

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..fhir.ingest import Res
 from ..fhir.systems import ICD10CM_LIKE
-from ..fhir.values import codings, dicts, get_dict, get_str, parse_date
+from ..fhir.values import codings, concept_text, dicts, get_dict, get_str, parse_date
 from ..icd10 import normalize
 from ..model import ConditionOnset, CoverageFacts, Diagnosis, Session
 from .access import Access
@@ -56,6 +56,7 @@ class PatientRecord:
         self.patient = patient
         self.dos = date_of_service
         self.conditions: list[ConditionOnset] = []  # filled by diagnoses()
+        self.coded_conditions: list[ConditionOnset] = []  # filled by diagnoses()
 
     def own(self, *types: str) -> list[Res]:
         """The patient's resources of these types, contained ones included (they must resolve too)."""
@@ -77,13 +78,18 @@ class PatientRecord:
         found: dict[str, Diagnosis] = {}
         ordered: list[tuple[int, int, Diagnosis]] = []
         self.conditions = []
+        self.coded_conditions = []
         conditions = self.own("Condition")
         for position, res in enumerate(conditions):
             self.access.use(res)
-            if not self._counts(res):
-                continue
             dx = self._condition(res)
             onset, onset_path = _onset(res)
+            if dx is not None and not self._refuted(res):
+                self.coded_conditions.append(
+                    ConditionOnset(res.key, onset, onset_path, dx.code, res.key in reason_keys)
+                )
+            if not self._counts(res):
+                continue
             self.conditions.append(
                 ConditionOnset(res.key, onset, onset_path, dx.code if dx else None, res.key in reason_keys)
             )
@@ -122,12 +128,15 @@ class PatientRecord:
             found[dx.code] = dx
         return list(found.values())
 
+    @staticmethod
+    def _refuted(res: Res) -> bool:
+        return bool({v for _, _, v, _ in codings(res.data.get("verificationStatus"))} & _REFUTED)
+
     def _counts(self, res: Res) -> bool:
         """Not refuted or entered in error, not abated before the date of service, and not
         inactive / resolved / in remission without an abatement date (docs/input.md, diagnoses)."""
         data = res.data
-        verification = {v for _, _, v, _ in codings(data.get("verificationStatus"))}
-        if verification & _REFUTED:
+        if self._refuted(res):
             return False
         clinical = {v for _, _, v, _ in codings(data.get("clinicalStatus"))}
         abatement_raw = data.get("abatementDateTime")
@@ -179,15 +188,20 @@ class PatientRecord:
                     names.extend(filter(None, [get_str(ident, "value"), get_str(ident, "system")]))
                 identifiers.extend(_identifiers(item for _, item in dicts(target.data.get("identifier"))))
         classes: list[tuple[str, str]] = []
+        plans: list[str] = []
         for _, entry in dicts(chosen.data.get("class")):
             value = get_str(entry, "value")
             if value is not None:
                 classes.extend((code, value) for _, _, code, _ in codings(entry.get("type")) if code)
+            plans.extend(filter(None, [get_str(entry, "name"), value]))
+        kind = chosen.data.get("type")
+        plans.extend(filter(None, [concept_text(kind), *(display for _, _, _, display in codings(kind))]))
         return chosen.key, CoverageFacts(
             payor_names=tuple(names),
             payor_identifiers=tuple(identifiers),
-            coverage_types=tuple((system, code) for _, system, code, _ in codings(chosen.data.get("type")) if code),
+            coverage_types=tuple((system, code) for _, system, code, _ in codings(kind) if code),
             coverage_classes=tuple(classes),
+            plan_names=tuple(plans),
         )
 
 

@@ -10,11 +10,11 @@ the parties the claim names.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import NoFacetProcedureError
-from ..fhir.ingest import ResourceIndex
-from ..model import Case, FacetProcedure, Session, SessionRef, Use
+from ..fhir.ingest import Res, ResourceIndex
+from ..model import Case, CoverageFacts, FacetProcedure, Parties, Session, SessionRef, Use
 from .access import UNATTRIBUTED, VOID_STATUSES, Access
 from .catalog import CatalogEntry, choose_session, facet_catalog, wanted_type
 from .evidence import read_evidence, read_relief
@@ -58,10 +58,7 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
             access.use(entry.res)
             access.use_all(entry.touched)
     # The patient's key is `Patient/id`, or the fullUrl of a Patient without an id (a transaction's urn:uuid).
-    found = access.get(patient)
-    patient_res = found if found is not None and found.type == "Patient" else None
-    if patient_res is not None:
-        access.use(patient_res)
+    patient_res = access.patient(patient)
     record = PatientRecord(access, patient, date_of_service)
     access.check_record(patient)
 
@@ -74,6 +71,15 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
     provider = claim_provider(access, session, encounter)
     history_procs = [p for s in history for p in s.procedures]
     coverage_res = access.get(coverage) if coverage else None
+    parties = read_parties(
+        access,
+        patient_key=patient,
+        patient=patient_res,
+        coverage=coverage_res,
+        provider_key=provider,
+        location=location,
+        encounter=encounter,
+    )
     return Case(
         use=options.use,
         patient=patient,
@@ -84,7 +90,7 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
         evidence=read_evidence(record, options.prior_auth),
         coverage=coverage,
         payer_names=list(coverage_facts.payor_names),
-        coverage_facts=coverage_facts,
+        coverage_facts=_with_place(coverage_facts, parties),
         provider=provider,
         encounter=encounter.key if encounter is not None else None,
         place_of_service=pos,
@@ -94,6 +100,7 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
         reliefs={p.key: read_relief(record, p) for p in history_procs},
         radiculopathy=[d for d in diagnoses if is_radiculopathy(d.code)],
         conditions=list(record.conditions),
+        coded_conditions=list(record.coded_conditions),
         undated=[
             e.proc
             for e in mine
@@ -101,17 +108,43 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
             and e.proc.resource_type == wanted_type(options.use)
             and (e.proc.billable or e.proc.status in COUNTED_PROCEDURE)
         ],
-        parties=read_parties(
-            access,
-            patient_key=patient,
-            patient=patient_res,
-            coverage=coverage_res,
-            provider_key=provider,
-            location=location,
-            encounter=encounter,
-        ),
+        parties=parties,
         location=location.key if location is not None else None,
+        not_done=_not_done(access, mine, options.use, date_of_service, encounter),
     )
+
+
+def _not_done(
+    access: Access, mine: list[CatalogEntry], use: Use, date_of_service: dt.date, encounter: Res | None
+) -> list[FacetProcedure]:
+    """The patient's facet procedures marked not-done that belong to the session: dated on its date
+    of service, or, without a date (a procedure not done often has none), part of its Encounter.
+    They are void: only their identity, date and encounter are looked at (docs/input.md, statuses)."""
+    found: list[FacetProcedure] = []
+    for entry in mine:
+        proc = entry.proc
+        if proc.status != "not-done" or proc.resource_type != wanted_type(use):
+            continue
+        if proc.date == date_of_service or (
+            proc.date is None
+            and encounter is not None
+            and access.peek(entry.res, "encounter", entry.res.data.get("encounter")) is encounter
+        ):
+            found.append(proc)
+    return sorted(found, key=lambda p: p.key)
+
+
+def _with_place(facts: CoverageFacts, parties: Parties) -> CoverageFacts:
+    """The address of the place of service: the session Location's, else the billing
+    Organization's (docs/input.md, Medicare contractor)."""
+    for party in (parties.facility, parties.billing):
+        if party is None or party.address is None or party.resource_type not in ("Location", "Organization"):
+            continue
+        if party.address.state or party.address.country:
+            return replace(
+                facts, place_state=party.address.state, place_country=party.address.country, place_from=party.key
+            )
+    return facts
 
 
 def _history(mine: list[CatalogEntry], session_procs: list[FacetProcedure], date_of_service: dt.date) -> list[Session]:

@@ -121,6 +121,9 @@ FOLLOWED: tuple[Follow, ...] = (
 REVERSE: tuple[Reverse, ...] = (
     Reverse("Observation", "partOf", "Procedure", "Observation:part-of", "part-of"),
     Reverse("Observation", "focus", "Procedure", "Observation:focus", "focus"),
+    # A facet procedure not done often has no date (so no date search finds it): it belongs to the
+    # session through its Encounter (procedure-not-done).
+    Reverse("Procedure", "encounter", "Encounter", "Procedure:encounter", "encounter"),
 )
 
 # Types read without belonging to the patient by a subject: what references reach, the Patient

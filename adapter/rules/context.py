@@ -14,8 +14,9 @@ from ..coding import Coding, Group
 from ..model import Case, ConditionOnset, Diagnosis
 from .packs import Pack
 
-# Where the pack came from: --payer, a Coverage matched by a pack's selection, or the default.
-ProfileSource = Literal["option", "coverage", "default"]
+# Where the pack came from: --payer, a Coverage matched by a pack's selection, the state of the place of
+# service (a Medicare contractor), or the default.
+ProfileSource = Literal["option", "coverage", "place", "default"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class Context:
     profile_source: ProfileSource
     diagnoses: DiagnosisCheck
     memo: dict[int, Any] = field(default_factory=dict)  # per-run results rules share (history groups)
+    # Why a default pack or contractor was used (payer-defaulted), None when the record chose it.
+    defaulted_reason: str | None = None
 
 
 RuleFunction = Callable[[Context], Iterable[Hit]]

@@ -1,6 +1,6 @@
-"""Rules on what the record documents besides the procedures: pain duration, pain scores,
-conservative care, prior authorization, the claim's provider and coverage, and the values that
-were defaulted."""
+"""Rules on what the record documents besides the procedures: pain duration, pain scores and
+other evidence values, conservative care, prior authorization, the claim's patient, provider and
+coverage, the values that were defaulted, and an input that holds several patients."""
 
 from __future__ import annotations
 
@@ -94,9 +94,33 @@ def prior_auth_required(ctx: Context) -> Iterator[Hit]:
         )
 
 
+def evidence_invalid(ctx: Context) -> Iterator[Hit]:
+    """Evidence Observations whose value is outside their scale; they are not used
+    (docs/input.md, pain and disability scores; relief after earlier blocks)."""
+    seen: set[str] = set()
+    invalid = [*ctx.case.evidence.invalid, *(i for relief in ctx.case.reliefs.values() for i in relief.invalid)]
+    for item in invalid:
+        if item.path in seen:
+            continue
+        seen.add(item.path)
+        yield Hit(
+            f"{item.source_key}: {item.what} {item.value:g} is outside its {item.scale} scale; it is not used as "
+            "evidence.",
+            (item.path,),
+        )
+
+
 def claim_data_missing(ctx: Context) -> Iterator[Hit]:
     # One finding per missing party, each with the fix for that party only: a record with a
     # performer and no Coverage must not be told to add a performer.
+    if ctx.case.patient_resource is None:
+        # Deleted from the input, never in it, or hidden (a duplicate resourceType key keeps the last).
+        yield Hit(
+            f"{ctx.case.patient}: the patient's Patient resource is not in the input; the Claim names the patient "
+            "by display only, without the name, birth date and address a claim needs.",
+            tuple(f"{p.path}.subject" for p in ctx.case.session.procedures),
+            hint=f"Add the Patient resource {ctx.case.patient} to the input (or the export it comes from).",
+        )
     if ctx.case.provider is None:
         requests = ctx.case.use == "preauthorization"
         element = "ServiceRequest.performer or requester" if requests else "Procedure.performer.actor"
@@ -117,11 +141,24 @@ def claim_data_missing(ctx: Context) -> Iterator[Hit]:
         )
 
 
+def several_patients(ctx: Context) -> Iterator[Hit]:
+    count = ctx.case.input_patients
+    if count is not None and count > 1:
+        yield Hit(
+            f"The input holds facet sessions of {count} patients; the latest session, {ctx.case.patient}'s on "
+            f"{ctx.case.session.date.isoformat()}, was coded and the other patients' data was not read. Give "
+            "--patient to code another patient's latest session, or run bulk for every session.",
+            (),
+        )
+
+
 def pos_defaulted(ctx: Context) -> Iterator[Hit]:
     if ctx.case.place_of_service_source == "default":
         yield Hit("No place of service on the encounter's location and no --pos: 11 (office) was used.", ())
 
 
 def payer_defaulted(ctx: Context) -> Iterator[Hit]:
-    if ctx.profile_source == "default":
+    if ctx.defaulted_reason is not None:
+        yield Hit(ctx.defaulted_reason, ())
+    elif ctx.profile_source == "default":
         yield Hit(f"No --payer and no Coverage naming Medicare: the {ctx.pack.name!r} profile was used.", ())

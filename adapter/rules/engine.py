@@ -15,7 +15,9 @@ import logging
 from .. import icd10
 from ..coding import Coding
 from ..model import Case, ConditionOnset, Diagnosis
+from ..spine import spine
 from .context import Context, DiagnosisCheck, Hit, ProfileSource
+from .dated import InForce, Section
 from .findings import SEVERITY_ORDER, Finding
 from .packs import Pack
 from .registry import RULE_IDS, RULE_NOT_APPLIED, RULES
@@ -35,6 +37,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _ORDER = {rule_id: position for position, rule_id in enumerate(RULE_IDS)}
+
+# The dated pack sections each rule reads: its finding names the versions in force it was judged by
+# (docs/input.md, versions in force).
+SECTIONS_READ: dict[str, tuple[Section, ...]] = {
+    "levels-exceed-limit": ("limits", "coding"),
+    "multiple-regions": ("limits", "coding"),
+    "guidance-not-covered": ("limits",),
+    "frequency-limit": ("limits", "coding"),
+    "diagnostic-block-prerequisite": ("limits",),
+    "block-interval": ("limits",),
+    "pain-duration": ("limits",),
+    "conservative-care": ("limits",),
+    "dx-not-covered": ("diagnoses",),
+    "input-corrected": ("coding",),
+}
 
 
 def check_diagnoses(diagnoses: list[Diagnosis]) -> DiagnosisCheck:
@@ -62,14 +79,30 @@ def supporting_conditions(case: Case, coding: Coding, pack: Pack, diagnoses: Dia
     return reasons or covered or list(case.conditions)
 
 
+def onset_conditions(case: Case, supporting: list[ConditionOnset]) -> list[ConditionOnset]:
+    """The supporting Conditions and the patient's other Conditions with the same ICD-10-CM code,
+    whatever their clinical status (refuted and entered-in-error ones are not read): an encounter
+    diagnosis recorded on the day takes the onset of the problem-list entry with its code
+    (docs/input.md, supporting conditions and pain duration)."""
+    codes = {c.code for c in supporting if c.code}
+    keys = {c.key for c in supporting}
+    return [*supporting, *(c for c in case.coded_conditions if c.code in codes and c.key not in keys)]
+
+
 def check_case(
-    case: Case, coding: Coding, pack: Pack, profile_source: ProfileSource
+    case: Case,
+    coding: Coding,
+    pack: Pack,
+    profile_source: ProfileSource,
+    *,
+    defaulted_reason: str | None = None,
 ) -> tuple[list[Finding], DiagnosisCheck]:
     diagnoses = check_diagnoses(case.diagnoses)
     diagnoses.supporting = supporting_conditions(case, coding, pack, diagnoses)
-    onsets = [c for c in diagnoses.supporting if c.onset is not None]
+    onsets = [c for c in onset_conditions(case, diagnoses.supporting) if c.onset is not None]
     diagnoses.onset = min(onsets, key=lambda c: c.onset or dt.date.max) if onsets else None
-    context = Context(case, coding, pack, profile_source, diagnoses)
+    context = Context(case, coding, pack, profile_source, diagnoses, defaulted_reason=defaulted_reason)
+    relevant = _relevant_versions(case, pack)
     findings: list[Finding] = []
     for rule_id, function in RULES:
         try:
@@ -84,8 +117,20 @@ def check_case(
                     Hit(f"Rule {rule_id} could not be applied ({type(exc).__name__}).", ()),
                 )
             )
-        findings.extend(make_finding(pack, rule_id, hit) for hit in hits)
+        used = [relevant[section] for section in SECTIONS_READ.get(rule_id, ()) if section in relevant]
+        findings.extend(make_finding(pack, rule_id, hit, used) for hit in hits)
     return sort_findings(findings), context.diagnoses
+
+
+def _relevant_versions(case: Case, pack: Pack) -> dict[Section, InForce]:
+    """The section versions in force that can matter for this session: the coding version only
+    when the session has T12-L1 with L1-L2 (the one coding rule that is dated)."""
+    found = {used.section: used for used in pack.in_force}
+    table = spine()
+    joints = {joint for proc in case.session.procedures for joint in proc.joints}
+    if not {table.junction, table.partner} <= joints:
+        found.pop("coding", None)
+    return found
 
 
 def sort_findings(findings: list[Finding]) -> list[Finding]:
@@ -93,9 +138,15 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (SEVERITY_ORDER[f.severity], _ORDER[f.rule_id]))
 
 
-def make_finding(pack: Pack, rule_id: str, hit: Hit) -> Finding:
-    """A rule's hit as a finding, with what the pack says about the rule."""
+def make_finding(pack: Pack, rule_id: str, hit: Hit, used: list[InForce] | None = None) -> Finding:
+    """A rule's hit as a finding, with what the pack says about the rule and the dated versions
+    (`used`) it was judged by."""
     spec = pack.rule(rule_id)
+    used = used or []
+    message = hit.message
+    for version in used:
+        if not version.confirmed:
+            message += f" Unconfirmed for this contractor: {version.why_unconfirmed}."
     return Finding(
         rule_id=rule_id,
         rule_version=spec.version,
@@ -104,10 +155,11 @@ def make_finding(pack: Pack, rule_id: str, hit: Hit) -> Finding:
         severity=spec.severity,
         issue=spec.issue,
         title=spec.title,
-        message=hit.message,
+        message=message,
         citation=pack.citation(rule_id),
         carc=spec.carc,
         hint=hit.hint or spec.hint,
         expressions=hit.expressions,
         avoids_denial=hit.avoids_denial,
+        in_force=tuple(version.label for version in used),
     )

@@ -33,6 +33,9 @@ class Finding:
     links: tuple[tuple[str, str], ...] = ()
     carc_text: str | None = None
     locations: tuple[Location, ...] = ()
+    # The dated pack sections the rule was judged by, as in force on the date of service
+    # ("limits per L38765 revision of 2024-07-07 (in force from 2024-07-07)").
+    in_force: tuple[str, ...] = ()
 
     @property
     def holds(self) -> bool:

@@ -53,7 +53,10 @@ def _history_categories(ctx: Context, session: Session) -> set[tuple[Region, str
 def _history_groups(ctx: Context, session: Session) -> list[Group]:
     cached = ctx.memo.get(id(session))
     if cached is None:
-        cached = ctx.memo[id(session)] = group_levels(session.procedures)
+        # An earlier session counts in the regions its own date's coding rules give it
+        # (docs/input.md, versions in force): CGS's thoraco-lumbar rule only from 2025-01-01.
+        rules = ctx.pack.on(session.date).coding if ctx.pack.dated.coding else ctx.pack.coding
+        cached = ctx.memo[id(session)] = group_levels(session.procedures, thoraco_lumbar=rules.thoraco_lumbar)
     return cached
 
 

@@ -6,22 +6,38 @@ result is validated as a whole, so a broken pack is a clear error at load time, 
 finding later. A pack's `[selection]` table (which Coverages choose it) is its own: it is not
 inherited, so a pack that extends `medicare` is not chosen by the words that choose `medicare`.
 
+A pack may also version its `limits`, `coding` and `diagnoses` sections by date (`[[dated.<section>]]`,
+see `adapter.rules.dated`); `Pack.on(date)` is the pack as in force on a date of service. A Medicare
+contractor's pack names the contractor and the documents it follows (`[contractor]`, `[sources]`),
+each with its version, effective date and whether that was confirmed.
+
 This module knows the pack format, not the rules: the rule ids a pack must define are passed in
 by `adapter.rules.selection.load_pack`, which takes them from the rule registry.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 from string import Formatter
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import RulePackError, UsageError
 from ..spine import Region
 from ..tables import load_toml, mappings_dir, overlay_dir
+from .dated import SECTIONS, InForce, SectionVersion, check_history, version_on
 
 Severity = Literal["error", "warning", "information"]
 IssueType = Literal[
@@ -92,6 +108,73 @@ class Limits(_Strict):
         }[category]
 
 
+class LimitsVersion(SectionVersion):
+    """A dated version of [limits]: the keys it sets override the pack's undated limits."""
+
+    levels_per_region: int | None = Field(default=None, ge=1)
+    regions_per_session: int | None = Field(default=None, ge=1)
+    diagnostic_sessions_per_12_months: int | None = Field(default=None, ge=1)
+    therapeutic_sessions_per_12_months: int | None = Field(default=None, ge=1)
+    rfa_sessions_per_12_months: int | None = Field(default=None, ge=1)
+    min_pain_months: int | None = Field(default=None, ge=0)
+    min_conservative_care_days: int | None = Field(default=None, ge=0)
+    min_block_interval_days: int | None = Field(default=None, ge=0)
+    min_relief_percent: float | None = Field(default=None, ge=0, le=100)
+    required_diagnostic_blocks: int | None = Field(default=None, ge=0)
+    covered_guidance: tuple[str, ...] | None = None
+
+
+class CodingRules(_Strict):
+    # T12-L1 with L1-L2 in one session is one lumbar session (docs/coding.md, thoraco-lumbar rule).
+    thoraco_lumbar: StrictBool = True
+
+
+class CodingVersion(SectionVersion):
+    thoraco_lumbar: StrictBool | None = None
+
+
+class DiagnosesVersion(SectionVersion):
+    covered_list: str | None = None  # another covered list (mappings/dx/) for this version
+
+
+class DatedSections(_Strict):
+    """The dated versions of each section, oldest first (docs/input.md, versions in force)."""
+
+    limits: tuple[LimitsVersion, ...] = ()
+    coding: tuple[CodingVersion, ...] = ()
+    diagnoses: tuple[DiagnosesVersion, ...] = ()
+
+    @model_validator(mode="after")
+    def _histories(self) -> DatedSections:
+        for section in SECTIONS:
+            check_history(section, getattr(self, section))
+        return self
+
+
+class SourceDocument(_Strict):
+    """A document a pack follows (an LCD, a billing article) and its latest version on file."""
+
+    id: str = Field(pattern=r"^[LA]\d{5}$")
+    title: str = Field(min_length=3)
+    version: str | None = None
+    effective: dt.date | None = None
+    confirmed: StrictBool  # whether id, version and date were confirmed against the contractor's documents
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _says_why(self) -> SourceDocument:
+        if not self.confirmed and not self.note:
+            raise ValueError(f"{self.id}: an unconfirmed document needs a note saying what is not confirmed")
+        return self
+
+
+class Contractor(_Strict):
+    """The Medicare Administrative Contractor whose documents a pack follows."""
+
+    mac: str = Field(min_length=2)
+    jurisdictions: tuple[str, ...] = Field(min_length=1)
+
+
 class PriorAuthorization(_Strict):
     uses: tuple[Literal["claim", "preauthorization"], ...]
     places_of_service: tuple[str, ...]
@@ -100,6 +183,12 @@ class PriorAuthorization(_Strict):
 
 class CoveredCode(_Strict):
     families: tuple[Family, ...] = Field(min_length=1)
+
+
+class CoveredList(_Strict):
+    codes: dict[str, CoveredCode]
+    source: str
+    version: str
 
 
 class Diagnoses(_Strict):
@@ -128,14 +217,35 @@ class SelectionMatch(_Strict):
 
     # Text (any case) in the payor's display, Organization name or alias, or identifier value or system.
     payor_contains: str | None = Field(default=None, min_length=1)
+    # Whole words (any case) that must all appear in one of those names: ["noridian", "jf"].
+    payor_words: tuple[str, ...] = ()
+    # Text (any case) in what the Coverage says of its plan: Coverage.type text and displays,
+    # Coverage.class names and values ("Medicare Advantage", "Part C").
+    plan_contains: str | None = Field(default=None, min_length=1)
     payor_identifier: IdentifierMatch | None = None  # Coverage.payor.identifier or the Organization's
     coverage_type: CodeMatch | None = None  # a coding of Coverage.type
     coverage_class: ClassMatch | None = None  # a Coverage.class entry
+    # The Coverage is Medicare (Part B or Medicare Advantage) without naming its contractor: the
+    # contractor's pack comes from the state of the place of service (mappings/jurisdictions.toml),
+    # and this pack is used when that state is not known.
+    by_place: bool = False
+    medicare_advantage: bool = False  # the Coverage is a Medicare Advantage (Part C) plan
 
     @model_validator(mode="after")
     def _says_something(self) -> SelectionMatch:
-        if not any((self.payor_contains, self.payor_identifier, self.coverage_type, self.coverage_class)):
-            raise ValueError("a match entry needs payor_contains, payor_identifier, coverage_type or coverage_class")
+        conditions = (
+            self.payor_contains,
+            self.payor_words,
+            self.plan_contains,
+            self.payor_identifier,
+            self.coverage_type,
+            self.coverage_class,
+        )
+        if not any(conditions):
+            raise ValueError(
+                "a match entry needs payor_contains, payor_words, plan_contains, payor_identifier, coverage_type "
+                "or coverage_class"
+            )
         return self
 
 
@@ -145,6 +255,10 @@ class Selection(_Strict):
 
     priority: int = 0
     match: tuple[SelectionMatch, ...] = Field(min_length=1)
+    # A Medicare Advantage plan's site pack: it is applied over the pack of the Medicare contractor of
+    # the place of service (CMS-4201-F: MA plans follow the contractor's LCD criteria), with this
+    # pack's own settings (its prior authorization list, above all) on top.
+    medicare_advantage: bool = False
 
 
 class Pack(_Strict):
@@ -159,10 +273,18 @@ class Pack(_Strict):
     prior_authorization: PriorAuthorization
     rules: dict[str, RuleSpec]
     selection: Selection | None = None
+    contractor: Contractor | None = None
+    sources: dict[str, SourceDocument] = {}
+    coding: CodingRules = CodingRules()
+    dated: DatedSections = DatedSections()
     covered: dict[str, CoveredCode]
     covered_source: str
     covered_version: str
+    covered_lists: dict[str, CoveredList] = {}  # the other lists dated diagnoses versions name
     chain: tuple[str, ...]
+    # Set by `on(date)`: the date of service and the section versions in force on it.
+    in_force_on: dt.date | None = None
+    in_force: tuple[InForce, ...] = ()
 
     @field_validator("rules")
     @classmethod
@@ -186,6 +308,40 @@ class Pack(_Strict):
             except (KeyError, ValueError) as exc:
                 raise ValueError(f"rule {rule.id}: citation names an unknown document {exc}") from exc
         return self
+
+    @model_validator(mode="after")
+    def _dated_lists_loaded(self) -> Pack:
+        for version in self.dated.diagnoses:
+            if version.covered_list is not None and version.covered_list not in self.covered_lists:
+                raise ValueError(f"dated.diagnoses {version.version}: covered list {version.covered_list} not loaded")
+        return self
+
+    def on(self, day: dt.date) -> Pack:
+        """The pack as in force on a date of service: each dated section's version for that date
+        replaces the undated one, and `in_force` says which versions were used
+        (docs/input.md, versions in force)."""
+        update: dict[str, Any] = {"in_force_on": day}
+        used: list[InForce] = []
+        limits = version_on(self.dated.limits, day)
+        if limits is not None:
+            update["limits"] = self.limits.model_copy(update=limits[0].overrides())
+            used.append(InForce("limits", limits[0], limits[1]))
+        coding = version_on(self.dated.coding, day)
+        if coding is not None:
+            update["coding"] = self.coding.model_copy(update=coding[0].overrides())
+            used.append(InForce("coding", coding[0], coding[1]))
+        diagnoses = version_on(self.dated.diagnoses, day)
+        if diagnoses is not None:
+            listed = diagnoses[0].covered_list
+            if listed is not None:
+                chosen = self.covered_lists[listed]
+                update |= {"covered": chosen.codes, "covered_source": chosen.source, "covered_version": chosen.version}
+            used.append(InForce("diagnoses", diagnoses[0], diagnoses[1]))
+        update["in_force"] = tuple(used)
+        return self.model_copy(update=update)
+
+    def section_in_force(self, section: str) -> InForce | None:
+        return next((used for used in self.in_force if used.section == section), None)
 
     @property
     def document_titles(self) -> dict[str, str]:
@@ -251,7 +407,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any], *, atomic: bool = Fal
 _OWN_KEYS = ("extends", "abstract", "selection")
 
 
-def _raw_chain(name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+def _raw_chain(name: str, over: str | None = None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The pack's layers merged, its own last; with `over`, the pack's own file is laid over the pack
+    `over` instead of what it extends (a Medicare Advantage site pack over the contractor's pack)."""
     seen: list[str] = []
     layers: list[dict[str, Any]] = []
     current: str | None = name
@@ -261,7 +419,7 @@ def _raw_chain(name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
         seen.append(current)
         raw = load_toml(f"packs/{current}.toml")
         layers.append(raw)
-        parent = raw.get("extends")
+        parent = over if over is not None and current == name else raw.get("extends")
         current = str(parent) if parent is not None else None
     merged: dict[str, Any] = {}
     for layer in reversed(layers):
@@ -290,11 +448,13 @@ def own_table(name: str) -> dict[str, Any]:
     return load_toml(f"packs/{name}.toml")
 
 
-def read_pack(name: str, rule_ids: Sequence[str]) -> Pack:
-    """The pack `name` with everything it extends, validated; it must define exactly `rule_ids`."""
+def read_pack(name: str, rule_ids: Sequence[str], *, over: str | None = None) -> Pack:
+    """The pack `name` with everything it extends (or, with `over`, laid over that pack), validated;
+    it must define exactly `rule_ids`."""
     if name not in pack_files():
         raise UsageError(f"Unknown payer profile {name!r}; available: {', '.join(available_packs())}.")
-    merged, chain = _raw_chain(name)
+    merged, chain = _raw_chain(name, over)
+    where = ", ".join(str(pack_files().get(layer, f"packs/{layer}.toml")) for layer in chain)
     if merged.get("abstract"):
         raise UsageError(
             f"{name!r} is a shared base pack, not a payer profile; available: {', '.join(available_packs())}."
@@ -302,17 +462,30 @@ def read_pack(name: str, rule_ids: Sequence[str]) -> Pack:
     rules = {rule_id: {"id": rule_id, **spec} for rule_id, spec in merged.get("rules", {}).items()}
     unknown = sorted(set(rules) - set(rule_ids))
     if unknown:
-        raise RulePackError(f"Rule pack {name!r} ({pack_files()[name]}) has unknown rules: {', '.join(unknown)}.")
+        raise RulePackError(f"Rule pack {name!r} ({where}) has unknown rules: {', '.join(unknown)}.")
     covered_path = merged.get("diagnoses", {}).get("covered_list", "")
     covered_raw = load_toml(str(covered_path)) if covered_path else {}
+    dated_lists = {
+        str(version["covered_list"])
+        for version in merged.get("dated", {}).get("diagnoses", [])
+        if isinstance(version, dict) and version.get("covered_list")
+    }
     try:
         return Pack.model_validate(
             {
                 **{k: v for k, v in merged.items() if k != "rules"},
                 "rules": rules,
-                "covered": {str(code): entry for code, entry in covered_raw.get("codes", {}).items()},
+                "covered": _covered_codes(covered_raw),
                 "covered_source": str(covered_raw.get("source", "")),
                 "covered_version": str(covered_raw.get("version", "")),
+                "covered_lists": {
+                    path: {
+                        "codes": _covered_codes(raw := load_toml(path)),
+                        "source": str(raw.get("source", "")),
+                        "version": str(raw.get("version", "")),
+                    }
+                    for path in sorted(dated_lists)
+                },
                 "chain": chain,
             },
             context={"rule_ids": tuple(rule_ids)},
@@ -321,4 +494,8 @@ def read_pack(name: str, rule_ids: Sequence[str]) -> Pack:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:10]
         )
-        raise RulePackError(f"Rule pack {name!r} ({pack_files()[name]}) is invalid: {problems}") from None
+        raise RulePackError(f"Rule pack {name!r} ({where}) is invalid: {problems}") from None
+
+
+def _covered_codes(raw: dict[str, Any]) -> dict[str, Any]:
+    return {str(code): entry for code, entry in raw.get("codes", {}).items()}

@@ -1,6 +1,6 @@
 """Rules on what the reader found in the facet procedures and how they were coded: levels, sides,
-intent, guidance, imaging lines, corrected codes, levels and regions per session, undated
-procedures."""
+intent, guidance, imaging lines, corrected codes, levels and regions per session, undated and
+not-done procedures."""
 
 from __future__ import annotations
 
@@ -145,3 +145,15 @@ def multiple_regions(ctx: Context) -> Iterator[Hit]:
 def procedure_undated(ctx: Context) -> Iterator[Hit]:
     for proc in ctx.case.undated:
         yield Hit(f"{proc.key} has no date of service; it is not claimed and not counted in history.", (proc.path,))
+
+
+def procedure_not_done(ctx: Context) -> Iterator[Hit]:
+    """A facet procedure of the session's patient and date (or, undated, of the session's Encounter)
+    marked not-done is reported rather than dropped in silence (docs/input.md, statuses)."""
+    for proc in ctx.case.not_done:
+        levels = ", ".join(dict.fromkeys(f.level.label for f in proc.levels))
+        yield Hit(
+            f"{proc.key}" + (f" ({levels})" if levels else "") + " has status not-done: it was not performed, and "
+            "it is not billed or counted in history.",
+            (f"{proc.path}.status",),
+        )

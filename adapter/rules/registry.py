@@ -37,6 +37,10 @@ RULES: tuple[tuple[str, RuleFunction], ...] = (
     ("pos-defaulted", documentation.pos_defaulted),
     ("payer-defaulted", documentation.payer_defaulted),
     ("procedure-undated", reading.procedure_undated),
+    # v1.2 (docs/output.md, rule ids).
+    ("several-patients", documentation.several_patients),
+    ("evidence-invalid", documentation.evidence_invalid),
+    ("procedure-not-done", reading.procedure_not_done),
 )
 
 # Every rule id a pack must define (docs/output.md, rule ids), with the adapter's own safety rules, in

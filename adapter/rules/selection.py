@@ -1,20 +1,26 @@
-"""Which pack applies: by name (`--payer`), else the pack whose `[selection]` matches the
-Coverage, else the default.
+"""Which pack applies (docs/input.md, payer profile): `--payer`; else the pack whose `[selection]`
+matches the Coverage (a site pack, or the Medicare contractor the payor names); else, for a
+Medicare Coverage that names no contractor, the contractor of the place of service's state
+(mappings/jurisdictions.toml); else a default, which `payer-defaulted` reports with the reason.
 
 A pack's `[selection]` table lists match entries on the payor's names and identifiers and on the
-Coverage's type and classes, with a priority. Only a pack's own file counts (see
+Coverage's type, classes and plan, with a priority. Only a pack's own file counts (see
 `adapter.rules.packs`), so a site pack is chosen from a Coverage without code, and a pack that
-extends another is not chosen by the other's words.
+extends another is not chosen by the other's words. A Medicare Advantage site pack is laid over the
+contractor's pack of the place of service (CMS-4201-F: MA plans follow the contractor's LCD).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 from functools import cache
 
 from ..errors import RulePackError
 from ..model import CoverageFacts
 from .context import ProfileSource
+from .jurisdictions import jurisdiction_of
 from .packs import Pack, SelectionMatch, own_table, pack_files, read_pack
 from .registry import RULE_IDS
 
@@ -22,12 +28,22 @@ log = logging.getLogger(__name__)
 
 # The pack used when there is no --payer and no pack's selection matches the Coverage.
 DEFAULT_PACK = "commercial"
+_WORD = re.compile(r"[a-z0-9]+")
 
 
 @cache
-def load_pack(name: str) -> Pack:
-    """The pack `name`, validated against the rule registry (read once per process)."""
-    return read_pack(name, RULE_IDS)
+def load_pack(name: str, over: str | None = None) -> Pack:
+    """The pack `name` (laid over the pack `over`, for a Medicare Advantage site pack), validated
+    against the rule registry (read once per process)."""
+    return read_pack(name, RULE_IDS, over=over)
+
+
+@dataclass(frozen=True, slots=True)
+class PackChoice:
+    pack: Pack
+    source: ProfileSource
+    reason: str  # how the pack was chosen, in a coder's words (resource ids, never their content)
+    defaulted: bool  # a default stood in for what the record does not say: raises payer-defaulted
 
 
 def matches(entry: SelectionMatch, facts: CoverageFacts) -> bool:
@@ -35,6 +51,14 @@ def matches(entry: SelectionMatch, facts: CoverageFacts) -> bool:
     if entry.payor_contains is not None:
         wanted = entry.payor_contains.lower()
         if not any(wanted in name.lower() for name in facts.payor_names):
+            return False
+    if entry.payor_words:
+        wanted_words = {word.lower() for word in entry.payor_words}
+        if not any(wanted_words <= set(_WORD.findall(name.lower())) for name in facts.payor_names):
+            return False
+    if entry.plan_contains is not None:
+        wanted = entry.plan_contains.lower()
+        if not any(wanted in name.lower() for name in facts.plan_names):
             return False
     if entry.payor_identifier is not None:
         ident = entry.payor_identifier
@@ -70,21 +94,62 @@ def selectable_packs() -> list[Pack]:
     return sorted(found, key=lambda pack: (-(pack.selection.priority if pack.selection else 0), pack.name))
 
 
-def select_pack(facts: CoverageFacts) -> Pack | None:
-    """The pack the Coverage chooses, or None when no pack's selection matches it."""
+def _selected(facts: CoverageFacts) -> tuple[Pack, list[SelectionMatch]] | None:
     for pack in selectable_packs():
-        if pack.selection is not None and any(matches(entry, facts) for entry in pack.selection.match):
-            return pack
+        if pack.selection is None:
+            continue
+        entries = [entry for entry in pack.selection.match if matches(entry, facts)]
+        if entries:
+            return pack, entries
     return None
 
 
-def choose_pack(payer: str | None, facts: CoverageFacts) -> tuple[Pack, ProfileSource]:
-    """--payer; else the pack the Coverage chooses; else the default pack (docs/cli.md, options of claim and check)."""
+def select_pack(facts: CoverageFacts) -> Pack | None:
+    """The pack whose selection the Coverage matches first, or None."""
+    found = _selected(facts)
+    return found[0] if found is not None else None
+
+
+def pack_choice(payer: str | None, facts: CoverageFacts) -> PackChoice:
+    """The pack for a session and why (docs/input.md, payer profile)."""
     if payer is not None:
-        return load_pack(payer), "option"
-    chosen = select_pack(facts)
-    if chosen is not None:
+        return PackChoice(load_pack(payer), "option", f"--payer {payer}", False)
+    found = _selected(facts)
+    if found is None:
+        default = load_pack(DEFAULT_PACK)
+        what = "no pack's selection matches the Coverage" if facts.payor_names else "no Coverage names a payer"
+        return PackChoice(default, "default", f"No --payer and {what}: the {default.name!r} profile was used.", True)
+    pack, entries = found
+    site_advantage = pack.selection is not None and pack.selection.medicare_advantage
+    plan = "Medicare Advantage" if site_advantage or any(e.medicare_advantage for e in entries) else "Medicare"
+    if not site_advantage and any(not entry.by_place for entry in entries):
         # Pack names only: what the Coverage says about the payer stays out of the log.
-        log.debug("pack %s chosen from the Coverage", chosen.name)
-        return chosen, "coverage"
-    return load_pack(DEFAULT_PACK), "default"
+        log.debug("pack %s chosen from the Coverage", pack.name)
+        return PackChoice(pack, "coverage", f"the Coverage's payor names the {pack.name!r} profile", False)
+    state, jurisdiction = jurisdiction_of(facts.place_state, facts.place_country)
+    if jurisdiction is not None:
+        where = f"{facts.place_from or 'the place of service'} is in {state}, Medicare jurisdiction {jurisdiction.code}"
+        if site_advantage:
+            chosen = load_pack(pack.name, jurisdiction.pack)
+            reason = (
+                f"{plan} plan profile {pack.name!r} laid over the {jurisdiction.pack!r} contractor profile: {where}"
+            )
+        else:
+            chosen = load_pack(jurisdiction.pack)
+            reason = f"{plan} Coverage naming no contractor; {where} ({jurisdiction.mac}): the {chosen.name!r} profile"
+        log.debug("pack %s chosen by jurisdiction %s", chosen.name, jurisdiction.code)
+        return PackChoice(chosen, "place", reason, False)
+    if facts.place_state or facts.place_country:
+        why = f"the state of {facts.place_from or 'the place of service'} is not a Medicare jurisdiction's"
+    else:
+        why = "neither the session's Location nor the billing Organization has an address with a state"
+    reason = (
+        f"The Coverage is {plan} and names no contractor, and {why}: the {pack.name!r} profile ({pack.title}) was used."
+    )
+    return PackChoice(pack, "coverage", reason, True)
+
+
+def choose_pack(payer: str | None, facts: CoverageFacts) -> tuple[Pack, ProfileSource]:
+    """--payer; else the pack the Coverage (and the place of service) chooses; else the default."""
+    choice = pack_choice(payer, facts)
+    return choice.pack, choice.source

@@ -31,6 +31,10 @@ def claim_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any
     """The collection Bundle: the Claim first, then every resource it names, transitively."""
     entries = BundleEntries(index, decision.patient)
     claim = claim_resource(decision, entries)
+    if decision.parties.patient.resource_type != "Patient":
+        # Not in the input (claim-data-missing): display-only, like a missing provider or
+        # coverage, so every reference the Claim makes resolves inside the Bundle.
+        claim["patient"] = {"display": f"{decision.patient} (Patient resource not in the input)"}
     body = entries.close()
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

@@ -38,7 +38,9 @@ def finding_issue(finding: Finding) -> dict[str, Any]:
         "details": {"coding": codings, "text": finding.message},
         "diagnostics": (
             f"{finding.citation}. Rule {finding.rule_id} v{finding.rule_version}, pack "
-            f"{finding.pack}@{finding.pack_version}. To fix: {finding.hint}"
+            f"{finding.pack}@{finding.pack_version}"
+            + (f"; in force on the date of service: {'; '.join(finding.in_force)}" if finding.in_force else "")
+            + f". To fix: {finding.hint}"
         ),
     }
     if finding.expressions:

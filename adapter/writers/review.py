@@ -35,6 +35,8 @@ def review_text(decision: ClaimDecision) -> str:
         f"place of service {wording.place_of_service(decision)}"
     )
     out.append("Procedures: " + ", ".join(decision.procedures))
+    for fact in wording.profile_lines(decision):
+        out.extend(_wrap(fact, "", "  "))
     out.append("")
     out.append("Lines")
     if not decision.lines:
@@ -73,6 +75,9 @@ def review_text(decision: ClaimDecision) -> str:
     for finding in decision.findings:
         out.extend(_finding_block(finding))
     out.append("")
+    other_patients = wording.other_patients_note(decision)
+    if other_patients:
+        out.append(other_patients)
     out.append(f"Result: {wording.verdict(decision)} (exit {decision.exit_code})")
     return "\n".join(out) + "\n"
 

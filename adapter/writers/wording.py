@@ -56,6 +56,21 @@ def pack_text(decision: ClaimDecision) -> str:
     return f"{decision.pack}@{decision.pack_version} ({decision.pack_title})"
 
 
+def profile_lines(decision: ClaimDecision) -> list[str]:
+    """How the pack was chosen, and the pack's dated rules as in force on the date of service."""
+    lines = [f"Profile: {decision.pack_reason}"] if decision.pack_reason else []
+    if decision.in_force:
+        lines.append(f"Rules in force on {decision.date.isoformat()}: " + "; ".join(decision.in_force))
+    return lines
+
+
+def other_patients_note(decision: ClaimDecision) -> str | None:
+    """What to do when the input held other patients' sessions (several-patients)."""
+    if any(finding.rule_id == "several-patients" for finding in decision.findings):
+        return "Other patients' sessions were not coded: use --patient to choose a patient, or bulk for every session."
+    return None
+
+
 def patient_text(decision: ClaimDecision) -> str:
     """The patient by name and key, as the record names them."""
     party = decision.parties.patient

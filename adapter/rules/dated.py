@@ -1,0 +1,108 @@
+"""Rule versions in force on a date of service (docs/input.md, versions in force).
+
+A contractor revises its LCD and billing article; a claim is judged by the version in force on its
+date of service. A pack therefore lists, for a section it versions (`limits`, `coding`,
+`diagnoses`), the versions of that section with the date each took effect (and, for all but the
+newest, the last date it applied). The list must read as one history: sorted, no overlap, no gap,
+the newest open-ended. Each version says which document revision it comes from, whether the rule is
+confirmed for that contractor, and why not.
+
+This module knows the dated format and how a date picks a version; which keys a version may set is
+said by each section's model in `adapter.rules.packs`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+Section = Literal["limits", "coding", "diagnoses"]
+SECTIONS: tuple[Section, ...] = ("limits", "coding", "diagnoses")
+
+
+class SectionVersion(BaseModel):
+    """One version of a pack section, and the dates it applies from and until (inclusive)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=3)  # the document revision it follows, e.g. "A58364 v32"
+    effective: dt.date
+    until: dt.date | None = None
+    confirmed: StrictBool
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> SectionVersion:
+        if self.until is not None and self.until < self.effective:
+            raise ValueError(f"{self.version}: until {self.until} is before effective {self.effective}")
+        if not self.confirmed and not self.note:
+            raise ValueError(f"{self.version}: an unconfirmed version needs a note saying what is not confirmed")
+        return self
+
+    def overrides(self) -> dict[str, object]:
+        """The section keys this version sets (its own fields, without the dating)."""
+        dating = set(SectionVersion.model_fields)
+        return {k: v for k, v in self.model_dump().items() if k not in dating and v is not None}
+
+
+V = TypeVar("V", bound=SectionVersion)
+
+
+def check_history(section: str, versions: Sequence[SectionVersion]) -> None:
+    """A section's versions read as one history: by date, no overlap, no gap, the newest open."""
+    for earlier, later in pairwise(versions):
+        if later.effective <= earlier.effective:
+            raise ValueError(f"dated.{section}: versions must be listed oldest first ({later.version})")
+        end = earlier.until if earlier.until is not None else later.effective - dt.timedelta(days=1)
+        if end >= later.effective:
+            raise ValueError(f"dated.{section}: {earlier.version} overlaps {later.version}")
+        if end + dt.timedelta(days=1) != later.effective:
+            raise ValueError(f"dated.{section}: gap between {earlier.version} (until {end}) and {later.version}")
+    if versions and versions[-1].until is not None:
+        raise ValueError(f"dated.{section}: the newest version ({versions[-1].version}) must not have an until date")
+
+
+def version_on(versions: Sequence[V], day: dt.date) -> tuple[V, bool] | None:
+    """The version in force on `day`, and whether one is on file for that date: before the oldest
+    version took effect, the oldest is used and the answer says it was not in force."""
+    if not versions:
+        return None
+    for version in reversed(versions):
+        if version.effective <= day:
+            return version, True
+    return versions[0], False
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """Which version of a section a claim was judged by."""
+
+    section: Section
+    version: SectionVersion
+    on_file: bool  # False: the date of service is before the oldest version on file
+
+    @property
+    def confirmed(self) -> bool:
+        return self.version.confirmed and self.on_file
+
+    @property
+    def label(self) -> str:
+        text = f"{self.section} per {self.version.version} (in force from {self.version.effective.isoformat()})"
+        if not self.on_file:
+            text = f"{self.section} per {self.version.version} (the oldest version on file, in force only from "
+            text += f"{self.version.effective.isoformat()})"
+        return text + ("" if self.confirmed else ", unconfirmed")
+
+    @property
+    def why_unconfirmed(self) -> str:
+        if not self.on_file:
+            return (
+                f"no {self.section} version is on file for this date; {self.version.version}, in force from "
+                f"{self.version.effective.isoformat()}, was applied"
+            )
+        return self.version.note
