@@ -62,10 +62,6 @@ def security_headers(nonce: str | None = None) -> dict[str, str]:
     }
 
 
-class _Form(Exception):
-    """A form that cannot be read (wrong content type, not UTF-8)."""
-
-
 def review_router(settings: Settings, queue: JobQueue, wake: Callable[[int], None]) -> APIRouter:
     review = settings.review
     store = ReviewStore(queue)
@@ -117,14 +113,15 @@ def review_router(settings: Settings, queue: JobQueue, wake: Callable[[int], Non
         return keep_session(RedirectResponse(url, status_code=303, headers=security_headers()), request, visitor)
 
     async def form(request: Request) -> dict[str, str]:
+        """The fields of a url-encoded form; none for anything else (so its CSRF check fails: 403)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/x-www-form-urlencoded":
-            raise _Form
+            return {}
         body = await read_body(request, MAX_FORM_BYTES)
         try:
             pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
         except (UnicodeDecodeError, ValueError):
-            raise _Form from None
+            return {}
         fields: dict[str, str] = {}
         for name, value in pairs:
             fields.setdefault(name, value)
@@ -137,10 +134,7 @@ def review_router(settings: Settings, queue: JobQueue, wake: Callable[[int], Non
         if visitor.user is None:
             return refuse(request, visitor, 401, "Sign in first", "Sign in to the review worklist first.",
                           back="/review/login", back_text="Sign in")  # fmt: skip
-        try:
-            fields = await form(request)
-        except _Form:
-            return refuse(request, visitor, 400, "Form not readable", "The form could not be read; send it again.")
+        fields = await form(request)
         if not access.csrf_ok(visitor.session, fields.get("csrf")):
             log.warning("review: a form without its CSRF token was refused (%s)", request.url.path.split("/")[-1])
             return refuse(
@@ -179,10 +173,7 @@ def review_router(settings: Settings, queue: JobQueue, wake: Callable[[int], Non
     @router.post("/review/login")
     async def login(request: Request) -> Response:
         visitor = access.visitor(request)
-        try:
-            fields = await form(request)
-        except _Form:
-            return refuse(request, visitor, 400, "Form not readable", "The form could not be read; send it again.")
+        fields = await form(request)
         if not access.csrf_ok(visitor.session, fields.get("csrf")):
             return refuse(
                 request,
