@@ -160,6 +160,7 @@ class _LazyGroup(click.Group):
         "submit": "adapter.claimresponse.cli:submit",
         "payer": "adapter.payer.cli:payer",
         "bulk": "adapter.bulk.command:bulk",
+        "users": "adapter.review.cli:users",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

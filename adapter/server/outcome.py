@@ -24,7 +24,9 @@ class SyncOutcome:
     claim_id: str | None = None  # the server's id
     claim_version: str | None = None
     claim_status: str | None = None
-    claim_action: str = "none"  # created | updated | unchanged | kept | would-create | would-update
+    # created | updated | unchanged | kept (cancelled by a person) | overridden (kept active: a
+    # coder accepted this content) | would-create | would-update
+    claim_action: str = "none"
     created: bool = False
     updated: bool = False
     task_id: str | None = None
@@ -37,6 +39,11 @@ class SyncOutcome:
     error: dict[str, Any] | None = None  # an input error for this session (exit 2), as an OperationOutcome
     retired: list[str] = field(default_factory=list)  # superseded Claims cancelled (or, dry run, to cancel)
     payer: dict[str, Any] | None = None  # with --payer-url: what the payer answered and what was stored
+    use: str | None = None  # claim | preauthorization
+    pack: str | None = None
+    pack_version: str | None = None
+    # What a coder's override of this claim would accept (adapter.server.writeback.override_fingerprint).
+    fingerprint: str | None = None
 
     @property
     def held(self) -> bool:

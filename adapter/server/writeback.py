@@ -17,11 +17,17 @@ Task of a held Claim.
   patient, an identifier derived from the Claim's, one `input` per error/warning finding). When
   a later sync finds no error, an open Task is set `completed` (the findings were resolved).
 - A Claim a person set `cancelled` or `entered-in-error` is left alone.
+- A held Claim a coder overrode (`/review`, adapter.server.override) carries the override tag
+  whose code is the fingerprint of what the coder accepted (the Claim as coded and its error and
+  warning findings). While a sync codes the same fingerprint, the Claim stays active and its Task
+  closed; once the record changes so that the fingerprint differs, the override has lapsed: the
+  Claim is written as coded now (draft again when still held) and the Task reopens.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -48,6 +54,8 @@ OPEN_TASK_STATUSES = frozenset({"draft", "requested", "received", "accepted", "r
 LEFT_ALONE_CLAIM_STATUSES = frozenset({"cancelled", "entered-in-error"})
 MAX_WRITE_ATTEMPTS = 3
 RESOLVED = "resolved"  # Task.businessStatus.text when a sync closed the Task
+OVERRIDDEN = "overridden"  # Task.businessStatus.text when a coder accepted the held claim
+OVERRIDE_TAG_SYSTEM = "urn:facet-adapter:override"  # Claim.meta.tag; its code is the fingerprint accepted
 
 
 def task_identifier(claim_ident: str) -> str:
@@ -86,7 +94,7 @@ def held_task(
     }
 
 
-def _claim_content(claim: Mapping[str, Any]) -> bytes:
+def claim_content(claim: Mapping[str, Any]) -> bytes:
     """What makes two versions of the Claim the same: everything but id, server meta and the run
     time (`created` changes on every run)."""
     meta: Mapping[str, Any] = claim.get("meta") or {}
@@ -97,6 +105,25 @@ def _claim_content(claim: Mapping[str, Any]) -> bytes:
     )
     body = {k: v for k, v in claim.items() if k not in ("id", "meta", "created", "text")}
     return orjson.dumps({"body": body, "tags": tags, "profile": meta.get("profile")}, option=orjson.OPT_SORT_KEYS)
+
+
+def override_fingerprint(claim: Mapping[str, Any], findings: Sequence[Finding]) -> str:
+    """What a coder's override accepts: the Claim as coded (as `claim_content` compares it) and
+    the error and warning findings on it. Any change to either is a change the coder has not seen."""
+    listed = sorted(
+        (f.rule_id, f.rule_version, f.severity, f.message) for f in findings if f.severity in ("error", "warning")
+    )
+    digest = hashlib.sha256(claim_content(claim) + orjson.dumps(listed))
+    return digest.hexdigest()[:32]
+
+
+def override_of(claim: Mapping[str, Any]) -> str | None:
+    """The fingerprint a coder's override on this Claim accepted, if any."""
+    meta: Mapping[str, Any] = claim.get("meta") or {}
+    for tag in meta.get("tag") or []:
+        if isinstance(tag, Mapping) and tag.get("system") == OVERRIDE_TAG_SYSTEM and tag.get("code"):
+            return str(tag["code"])
+    return None
 
 
 _TASK_MANAGED = ("description", "input", "focus", "for", "code", "businessStatus")
@@ -137,6 +164,10 @@ def write_back(
         lines=decision.line_texts,
         claim=claim,
         outcome=result.outcome(),
+        use=decision.use,
+        pack=decision.pack,
+        pack_version=decision.pack_version,
+        fingerprint=override_fingerprint(claim, result.findings),
     )
     claim_query = f"identifier={IDENTIFIER_SYSTEM}|urn:uuid:{ident}"
     task_ident = task_identifier(ident)
@@ -254,7 +285,11 @@ def _update_claim(
         outcome.claim_action, outcome.claim_status = "kept", str(existing.get("status"))
         log.info("Claim/%s is %s; left alone", claim_id, existing.get("status"))
         return
-    if _claim_content(existing) == _claim_content(claim):
+    if override_of(existing) == outcome.fingerprint and outcome.fingerprint is not None:
+        # A coder accepted exactly this claim and these findings: it stays as they left it.
+        outcome.claim_action, outcome.claim_status = "overridden", str(existing.get("status"))
+        return
+    if claim_content(existing) == claim_content(claim):
         outcome.claim_action = "unchanged"
         return
     if dry_run:
@@ -280,7 +315,7 @@ def _sync_task(
     existing = find_one(client, "Task", task_query)
     if existing is not None:
         outcome.task_id, outcome.task_status = str(existing.get("id")), str(existing.get("status"))
-    if outcome.claim_action == "kept":
+    if outcome.claim_action in ("kept", "overridden"):
         return
     if result.held:
         wanted = held_task(claim_reference, result.decision.patient, ident, result.findings, stamp)
@@ -294,9 +329,10 @@ def _sync_task(
             outcome.task_action = "created" if created else "unchanged"
             return
         if existing.get("status") not in OPEN_TASK_STATUSES:
-            # Reopen a Task this adapter closed, or one whose findings changed; a Task a person
-            # closed on the same findings ("will not fix") stays closed.
-            closed_by_sync = existing.get("businessStatus", {}).get("text") == RESOLVED
+            # Reopen a Task this adapter closed, one a coder's override closed (the override has
+            # lapsed, or the Claim would have been left as it was), or one whose findings changed;
+            # a Task a person closed on the same findings ("will not fix") stays closed.
+            closed_by_sync = existing.get("businessStatus", {}).get("text") in (RESOLVED, OVERRIDDEN)
             reopen = closed_by_sync or _task_differs(existing, wanted, ("description", "input"))
             if not reopen:
                 outcome.task_action = "unchanged"

@@ -11,6 +11,7 @@ Endpoints (all FHIR answers are `application/fhir+json`; every error is an Opera
 | `POST /claim`, `POST /check` | what `facet-adapter claim` / `check --format json` print |
 | `GET /healthz` | queue depth, worker liveness, the Subscriptions and their state (open) |
 | `GET /openapi.json` | the OpenAPI document (open: it describes the API and holds no data) |
+| `/review…` | the coder's worklist, HTML for signed-in users (adapter.review.routes) |
 
 Notifications are answered **200 with a small FHIR body**, not 202: HAPI's client parses the
 answer as FHIR and fails on an empty or `{}` body (HAPI-1359), and it calls `update()` for
@@ -44,6 +45,7 @@ from .. import __version__
 from ..cds.routes import cds_router
 from ..errors import AdapterError
 from ..pipeline import Options, Result, process, validate_options
+from ..review.routes import review_router
 from .handler import SyncHandler
 from .notifications import Parsed, capability_statement, parse_post, parse_put
 from .queue import ACTIVE_STATES, Enqueued, JobQueue
@@ -438,6 +440,8 @@ def create_app(
 
     if settings.cds.enabled:  # GET /cds-services, POST /cds-services/{id} (docs/cds-hooks.md)
         app.include_router(cds_router(settings))
+    if settings.review.enabled:  # /review: the coder's worklist, for signed-in users (docs/server.md)
+        app.include_router(review_router(settings, queue, worker.wake))
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 

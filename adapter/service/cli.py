@@ -19,6 +19,7 @@ from ..cds.options import cds_options, cds_settings_from
 from ..errors import UsageError
 from ..fhir.auth import build_auth
 from ..model import Use
+from ..review.cli import review_options, review_settings_from
 from ..server.options import fhir_server_options, hook_token_option, server_options_from
 from .notifications import valid_id
 from .queue import STATES, Job, JobQueue, QueueError, QueueLock, RetryPolicy, State, iso
@@ -114,6 +115,7 @@ _DB_HELP = f"The queue database (SQLite). Default: ./{DEFAULT_DB}."
     "known, Backport notifications for other Subscriptions are refused.",
 )
 @cds_options()
+@review_options()
 def serve(
     port: int,
     host: str,
@@ -142,6 +144,7 @@ def serve(
     from .app import create_app
 
     cds = cds_settings_from(fhir_options, host=host, port=port)  # the CDS Hooks service (docs/cds-hooks.md)
+    review = review_settings_from(fhir_options)  # the /review worklist (docs/server.md)
     fhir = server_options_from(**fhir_options)
     fhir_base = check_fhir_base(fhir.base_url, "--fhir-base")
     if hook_token is not None and not hook_token.strip():
@@ -175,6 +178,7 @@ def serve(
         reconcile_seconds=reconcile_every,
         subscriptions=tuple(subscription_ids),
         cds=cds,
+        review=review,
     )
     with usable_queue(settings.db_path) as queue:
         app = create_app(settings, queue=queue)
@@ -184,6 +188,9 @@ def serve(
             port=port,
             log_config=None,  # use the adapter's logging setup
             access_log=False,  # its lines carry raw paths and query strings; the app logs route templates
+            # The peer address is the one that connected: /review decides itself which proxies'
+            # X-Forwarded-* headers it believes (--review-trusted-proxy).
+            proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=10,
         )
@@ -204,6 +211,8 @@ def serve(
             )
             if cds.enabled:
                 sys.stderr.write(f"facet-adapter serve: CDS Hooks discovery at {cds.base_url}/cds-services\n")
+            if review.enabled:
+                sys.stderr.write(f"facet-adapter serve: review worklist at http://{host}:{port}/review\n")
             sys.stderr.flush()
 
         # The event loop that answers notifications shares the interpreter lock with the sync

@@ -17,6 +17,8 @@
   completed yet, deleted, not a facet code) is not a failure: a Subscription fires for every
   status change, so the job is done with a note instead of filling the dead-letter list. Other
   input errors (invalid R4, no date of service) go to the dead-letter list for a person.
+- What each sync coded (claim, status, rule ids) is recorded for the `/review` worklist
+  (adapter.review.store); a `review` job is a coder's re-check, recorded as such.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING
 from ..errors import NoFacetProcedureError
 from ..model import Use
 from ..pipeline import Options
+from ..review.store import REVIEW_SOURCE, ReviewStore
 from .queue import Job, JobQueue, iso
 from .settings import CLOCK_SKEW_SECONDS, Settings
 from .subscriptions import Subscriptions
@@ -48,6 +51,7 @@ class SyncHandler:
         self.queue = queue
         self.subscriptions = subscriptions or Subscriptions(queue)
         self.options = Options(payer=settings.payer, use=settings.use)
+        self.review = ReviewStore(queue)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._clients: list[FhirClient] = []
@@ -91,6 +95,8 @@ class SyncHandler:
             mark = self.queue.watermark() or self.queue.created_at()
             since = iso(mark - CLOCK_SKEW_SECONDS) or ""
             outcomes = sync_since(client, since, self.options)
+            for outcome in outcomes:
+                self.review.record_sync(outcome)
             self.queue.set_watermark(started)
             failed = sum(1 for o in outcomes if o.error is not None)
             return f"re-query since {since}: {len(outcomes)} session(s), {failed} not claimable"
@@ -103,6 +109,8 @@ class SyncHandler:
             outcome = sync_procedure(client, reference, options)
         except NoFacetProcedureError as exc:
             return f"nothing to claim: {exc.message}"
+        rechecked_by = str(json.loads(job.detail or "{}").get("user")) if job.source == REVIEW_SOURCE else None
+        self.review.record_sync(outcome, rechecked_by=rechecked_by, job_id=job.id)
         return _note(outcome)
 
 

@@ -16,7 +16,10 @@ Guarantees, and what gives them:
   conditionally), so running a job twice still leaves one Claim.
 
 The queue stores resource types, ids and version ids only, never a notification body: the worker
-reads the current resource from the FHIR server, so no patient data sits in this file.
+reads the current resource from the FHIR server, so no patient data sits in this file. The
+`/review` worklist's tables (schema 3, adapter.review.store) keep what the service coded as codes,
+rule ids and resource ids, and what coders did: their user names and the reasons they typed for
+an override, which are free text (docs/server.md: protect the file as you protect the FHIR server).
 
 - **One patient at a time, in order.** Every job has a lane: the patient's reference when the
   notification names it (a rest-hook payload, a full-resource Backport event), otherwise the
@@ -75,7 +78,7 @@ __all__ = [
 ]
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # How long a notification waits for a queue another process holds locked before it is answered
 # 503 (the sender delivers again); the workers wait longer, since nobody waits on them.
 ACCEPT_BUSY_SECONDS = 1.0
@@ -123,6 +126,48 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     status_at REAL,
     created_at REAL NOT NULL
 );
+"""
+# Schema 3: the /review worklist (adapter.review.store): one row per claim the service coded (by
+# the Claim's identifier), its rule ids for the filters, and its status history.
+_SCHEMA_3_TABLES = """
+CREATE TABLE IF NOT EXISTS review_claims (
+    identifier TEXT PRIMARY KEY,
+    focus TEXT NOT NULL,
+    patient TEXT,
+    service_date TEXT,
+    use TEXT,
+    pack TEXT,
+    pack_version TEXT,
+    decision TEXT NOT NULL,
+    status TEXT NOT NULL,
+    claim_id TEXT,
+    claim_status TEXT,
+    task_id TEXT,
+    lines TEXT NOT NULL DEFAULT '',
+    findings TEXT NOT NULL DEFAULT '[]',
+    fingerprint TEXT,
+    override_fingerprint TEXT,
+    coded_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS review_claims_list ON review_claims (status, service_date);
+CREATE TABLE IF NOT EXISTS review_rules (
+    identifier TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    PRIMARY KEY (identifier, rule_id, severity)
+);
+CREATE INDEX IF NOT EXISTS review_rules_rule ON review_rules (rule_id);
+CREATE TABLE IF NOT EXISTS review_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identifier TEXT NOT NULL,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    actor TEXT,
+    reason TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS review_events_claim ON review_events (identifier, id);
 """
 
 
@@ -184,6 +229,7 @@ class JobQueue:
                     if statement.split()[-2] not in columns:
                         conn.execute(statement)
                 conn.executescript(_SCHEMA_2_TABLES)
+                conn.executescript(_SCHEMA_3_TABLES)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_at', ?)", (repr(self.clock()),))
             finally:

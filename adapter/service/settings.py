@@ -11,6 +11,7 @@ from ..errors import UsageError
 from ..fhir.auth import AuthOptions
 from ..fhir.client import ServerOptions
 from ..model import Use
+from ..review.settings import ReviewSettings
 from ..server.options import HOOK_TOKEN_ENV
 from .queue import RetryPolicy
 
@@ -75,6 +76,7 @@ class Settings:
     reconcile_seconds: float | None = DEFAULT_RECONCILE_SECONDS  # the rest-hook sweep; None: off
     subscriptions: tuple[str, ...] = ()  # Subscription ids given with --subscription
     cds: CdsSettings = field(default_factory=CdsSettings)  # the CDS Hooks service (docs/cds-hooks.md)
+    review: ReviewSettings = field(default_factory=ReviewSettings)  # the /review worklist (docs/server.md)
 
     @property
     def fhir_server(self) -> ServerOptions:
