@@ -26,6 +26,19 @@ from fhirserver import make_fhir_server_fixture  # noqa: E402
 fhir_server = make_fhir_server_fixture()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _table_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Validated packs are cached in a folder of the test session (adapter.tablecache), not the
+    user's, also for the command lines the tests run."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @dataclass
 class CliRun:
     code: int

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..claimresponse.answer import authorization
 from ..fhir.ingest import Res
 from ..fhir.systems import LOINC, SNOMED
 from ..fhir.values import (
@@ -80,6 +79,9 @@ def read_evidence(record: PatientRecord, prior_auth_option: str | None) -> Evide
         evidence.prior_auth, evidence.prior_auth_source = prior_auth_option, "option"
     else:
         for res in record.own("ClaimResponse"):
+            # Imported here: few records hold a ClaimResponse, and a one-file run starts faster without it.
+            from ..claimresponse.answer import authorization
+
             granted = authorization(res.data)
             if granted is None:
                 continue

@@ -8,52 +8,61 @@ the newest open-ended. Each version says which document revision it comes from, 
 confirmed for that contractor, and why not.
 
 This module knows the dated format and how a date picks a version; which keys a version may set is
-said by each section's model in `adapter.rules.packs`.
+said by each section's class in `adapter.rules.packs`, and the checks a version must pass when a
+pack is loaded are in `adapter.rules.table_schemas`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import pairwise
-from typing import Literal, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from typing import Any, Literal, Protocol, TypeVar
 
 Section = Literal["limits", "coding", "diagnoses"]
 SECTIONS: tuple[Section, ...] = ("limits", "coding", "diagnoses")
 
 
-class SectionVersion(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SectionVersion:
     """One version of a pack section, and the dates it applies from and until (inclusive)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    version: str = Field(min_length=3)  # the document revision it follows, e.g. "A58364 v32"
+    version: str  # the document revision it follows, e.g. "A58364 v32"
     effective: dt.date
     until: dt.date | None = None
-    confirmed: StrictBool
+    confirmed: bool
     note: str = ""
 
-    @model_validator(mode="after")
-    def _dates_in_order(self) -> SectionVersion:
-        if self.until is not None and self.until < self.effective:
-            raise ValueError(f"{self.version}: until {self.until} is before effective {self.effective}")
-        if not self.confirmed and not self.note:
-            raise ValueError(f"{self.version}: an unconfirmed version needs a note saying what is not confirmed")
-        return self
-
-    def overrides(self) -> dict[str, object]:
+    def overrides(self) -> dict[str, Any]:
         """The section keys this version sets (its own fields, without the dating)."""
-        dating = set(SectionVersion.model_fields)
-        return {k: v for k, v in self.model_dump().items() if k not in dating and v is not None}
+        return {
+            f.name: value
+            for f in fields(self)
+            if f.name not in _DATING and (value := getattr(self, f.name)) is not None
+        }
+
+
+_DATING = frozenset(f.name for f in fields(SectionVersion))
+
+
+class Dated(Protocol):
+    """What the history check reads of a version (the loaded one or the one being validated)."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def effective(self) -> dt.date: ...
+
+    @property
+    def until(self) -> dt.date | None: ...
 
 
 V = TypeVar("V", bound=SectionVersion)
 
 
-def check_history(section: str, versions: Sequence[SectionVersion]) -> None:
+def check_history(section: str, versions: Sequence[Dated]) -> None:
     """A section's versions read as one history: by date, no overlap, no gap, the newest open."""
     for earlier, later in pairwise(versions):
         if later.effective <= earlier.effective:

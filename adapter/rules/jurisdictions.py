@@ -1,58 +1,43 @@
 """Medicare A/B contractor jurisdictions: the state of the place of service → the contractor's
-jurisdiction and pack (mappings/jurisdictions.toml; docs/input.md, Medicare contractor)."""
+jurisdiction and pack (mappings/jurisdictions.toml; docs/input.md, Medicare contractor).
+
+The table is validated by `adapter.rules.table_schemas.JurisdictionTable` when it changed, and
+kept validated between runs (`adapter.tablecache`)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field, replace
 from functools import cache
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pathlib import Path
 
 from ..errors import RulePackError
+from ..tablecache import cached
 from ..tables import load_toml
 
 _TABLE = "jurisdictions.toml"
 _NOT_LETTERS = re.compile(r"[^A-Z]")
+_CODE = (__file__, str(Path(__file__).with_name("table_schemas.py")))
 
 
-class Jurisdiction(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Jurisdiction:
+    code: str
+    mac: str
+    pack: str
+    states: tuple[str, ...]
 
-    code: str = Field(pattern=r"^J[0-9A-Z]{1,2}$")
-    mac: str = Field(min_length=2)
-    pack: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
-    states: tuple[str, ...] = Field(min_length=1)
 
-
-class JurisdictionTable(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JurisdictionTable:
     version: str
-    source: str = Field(min_length=3)
+    source: str
     jurisdictions: dict[str, Jurisdiction]
     state_names: dict[str, str]
     countries: dict[str, tuple[str, ...]]
-
-    @model_validator(mode="after")
-    def _each_state_once(self) -> JurisdictionTable:
-        seen: dict[str, str] = {}
-        for code, jurisdiction in self.jurisdictions.items():
-            if jurisdiction.code != code:
-                raise ValueError(f"jurisdictions.{code}: its code says {jurisdiction.code}")
-            for state in jurisdiction.states:
-                if not re.fullmatch(r"[A-Z]{2}", state):
-                    raise ValueError(f"jurisdictions.{code}: {state!r} is not a two-letter state code")
-                if state in seen:
-                    raise ValueError(f"state {state} is in both {seen[state]} and {code}")
-                seen[state] = code
-        unknown = sorted({value for value in self.state_names.values() if value not in seen})
-        if unknown:
-            raise ValueError(f"state_names name states no jurisdiction lists: {', '.join(unknown)}")
-        return self
-
-    @property
-    def by_state(self) -> dict[str, Jurisdiction]:
-        return {state: j for j in self.jurisdictions.values() for state in j.states}
+    # Each state's jurisdiction, built with the table: it is asked for every session a Medicare
+    # Coverage chooses by place.
+    by_state: dict[str, Jurisdiction] = field(default_factory=dict)
 
     def state_code(self, state: str | None, country: str | None = None) -> str | None:
         """The two-letter code of an Address.state (a code or a name, any case); None when the
@@ -74,9 +59,17 @@ class JurisdictionTable(BaseModel):
 
 @cache
 def jurisdiction_table() -> JurisdictionTable:
+    return cached("jurisdictions", (), _CODE, _validated)
+
+
+def _validated() -> tuple[JurisdictionTable, list[str]]:
+    # Imported here: pydantic and the models are needed only when the table is validated.
+    from .table_schemas import JurisdictionTable as TableSchema
+    from .table_schemas import ValidationError, problems, to_runtime
+
     raw = load_toml(_TABLE)
     try:
-        return JurisdictionTable.model_validate(
+        model = TableSchema.model_validate(
             {
                 **raw,
                 "jurisdictions": {
@@ -85,10 +78,10 @@ def jurisdiction_table() -> JurisdictionTable:
             }
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:10]
-        )
-        raise RulePackError(f"mappings/{_TABLE} is invalid: {problems}") from None
+        raise RulePackError(f"mappings/{_TABLE} is invalid: {problems(exc)}") from None
+    table: JurisdictionTable = to_runtime(model, {"Jurisdiction": Jurisdiction, "JurisdictionTable": JurisdictionTable})
+    by_state = {state: j for j in table.jurisdictions.values() for state in j.states}
+    return replace(table, by_state=by_state), [_TABLE]
 
 
 def jurisdiction_of(state: str | None, country: str | None = None) -> tuple[str | None, Jurisdiction | None]:

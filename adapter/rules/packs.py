@@ -11,33 +11,31 @@ see `adapter.rules.dated`); `Pack.on(date)` is the pack as in force on a date of
 contractor's pack names the contractor and the documents it follows (`[contractor]`, `[sources]`),
 each with its version, effective date and whether that was confirmed.
 
+The classes below are what the rules read: plain frozen dataclasses. The checks a pack passes
+when it is loaded are pydantic models of the same names in `adapter.rules.table_schemas`, used
+only when a pack's files changed since the last run (`adapter.tablecache` keeps the validated
+pack), so a run does not pay for building them.
+
 This module knows the pack format, not the rules: the rule ids a pack must define are passed in
 by `adapter.rules.selection.load_pack`, which takes them from the rule registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
-
 from ..errors import RulePackError, UsageError
 from ..spine import Region
+from ..tablecache import cached
 from ..tables import load_toml, mappings_dir, overlay_dir
-from .dated import SECTIONS, InForce, SectionVersion, check_history, version_on
+from . import dated
+from .dated import InForce, SectionVersion, version_on
 
 Severity = Literal["error", "warning", "information"]
 IssueType = Literal[
@@ -53,51 +51,46 @@ IssueType = Literal[
 Family = Literal["injection", "ablation"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Document(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Document:
     """A document citations name: its title, and its public address when it has one (an LCD or
     article in the CMS Medicare Coverage Database, a regulation), so a review can link to it.
     A pack writes a document as its title alone, or as a table `{ title = "…", url = "https://…" }`."""
 
-    title: str = Field(min_length=3)
-    url: str | None = Field(default=None, pattern=r"^https://[^\s]+$")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _title_alone(cls, value: Any) -> Any:
-        return {"title": value} if isinstance(value, str) else value
+    title: str
+    url: str | None
 
 
-class RuleSpec(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleSpec:
     id: str
-    version: int = Field(ge=1)
+    version: int
     severity: Severity
     issue: IssueType
-    title: str = Field(min_length=3)
-    citation: str = Field(min_length=3)
-    carc: str | None = Field(default=None, pattern=r"^[A-Z]?\d{1,3}$")
-    hint: str = Field(min_length=3)
+    title: str
+    citation: str
+    carc: str | None
+    hint: str
 
 
-class Billing(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Billing:
     bilateral: Literal["modifier-50", "rt-lt"]
     kx_on_diagnostic_injections: bool
 
 
-class Limits(_Strict):
-    levels_per_region: int = Field(ge=1)
-    regions_per_session: int = Field(ge=1)
-    diagnostic_sessions_per_12_months: int = Field(ge=1)
-    therapeutic_sessions_per_12_months: int = Field(ge=1)
-    rfa_sessions_per_12_months: int = Field(ge=1)
-    min_pain_months: int = Field(ge=0)
-    min_conservative_care_days: int = Field(ge=0)
-    min_block_interval_days: int = Field(ge=0)
-    min_relief_percent: float = Field(ge=0, le=100)
-    required_diagnostic_blocks: int = Field(ge=0)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    levels_per_region: int
+    regions_per_session: int
+    diagnostic_sessions_per_12_months: int
+    therapeutic_sessions_per_12_months: int
+    rfa_sessions_per_12_months: int
+    min_pain_months: int
+    min_conservative_care_days: int
+    min_block_interval_days: int
+    min_relief_percent: float
+    required_diagnostic_blocks: int
     covered_guidance: tuple[str, ...]
 
     def sessions_allowed(self, category: str) -> int:
@@ -108,213 +101,172 @@ class Limits(_Strict):
         }[category]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LimitsVersion(SectionVersion):
     """A dated version of [limits]: the keys it sets override the pack's undated limits."""
 
-    levels_per_region: int | None = Field(default=None, ge=1)
-    regions_per_session: int | None = Field(default=None, ge=1)
-    diagnostic_sessions_per_12_months: int | None = Field(default=None, ge=1)
-    therapeutic_sessions_per_12_months: int | None = Field(default=None, ge=1)
-    rfa_sessions_per_12_months: int | None = Field(default=None, ge=1)
-    min_pain_months: int | None = Field(default=None, ge=0)
-    min_conservative_care_days: int | None = Field(default=None, ge=0)
-    min_block_interval_days: int | None = Field(default=None, ge=0)
-    min_relief_percent: float | None = Field(default=None, ge=0, le=100)
-    required_diagnostic_blocks: int | None = Field(default=None, ge=0)
+    levels_per_region: int | None = None
+    regions_per_session: int | None = None
+    diagnostic_sessions_per_12_months: int | None = None
+    therapeutic_sessions_per_12_months: int | None = None
+    rfa_sessions_per_12_months: int | None = None
+    min_pain_months: int | None = None
+    min_conservative_care_days: int | None = None
+    min_block_interval_days: int | None = None
+    min_relief_percent: float | None = None
+    required_diagnostic_blocks: int | None = None
     covered_guidance: tuple[str, ...] | None = None
 
 
-class CodingRules(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodingRules:
     # T12-L1 with L1-L2 in one session is one lumbar session (docs/coding.md, thoraco-lumbar rule).
-    thoraco_lumbar: StrictBool = True
+    thoraco_lumbar: bool
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CodingVersion(SectionVersion):
-    thoraco_lumbar: StrictBool | None = None
+    thoraco_lumbar: bool | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DiagnosesVersion(SectionVersion):
     covered_list: str | None = None  # another covered list (mappings/dx/) for this version
 
 
-class DatedSections(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatedSections:
     """The dated versions of each section, oldest first (docs/input.md, versions in force)."""
 
-    limits: tuple[LimitsVersion, ...] = ()
-    coding: tuple[CodingVersion, ...] = ()
-    diagnoses: tuple[DiagnosesVersion, ...] = ()
-
-    @model_validator(mode="after")
-    def _histories(self) -> DatedSections:
-        for section in SECTIONS:
-            check_history(section, getattr(self, section))
-        return self
+    limits: tuple[LimitsVersion, ...]
+    coding: tuple[CodingVersion, ...]
+    diagnoses: tuple[DiagnosesVersion, ...]
 
 
-class SourceDocument(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceDocument:
     """A document a pack follows (an LCD, a billing article) and its latest version on file."""
 
-    id: str = Field(pattern=r"^[LA]\d{5}$")
-    title: str = Field(min_length=3)
-    version: str | None = None
-    effective: dt.date | None = None
-    confirmed: StrictBool  # whether id, version and date were confirmed against the contractor's documents
-    note: str = ""
-
-    @model_validator(mode="after")
-    def _says_why(self) -> SourceDocument:
-        if not self.confirmed and not self.note:
-            raise ValueError(f"{self.id}: an unconfirmed document needs a note saying what is not confirmed")
-        return self
+    id: str
+    title: str
+    version: str | None
+    effective: dt.date | None
+    confirmed: bool  # whether id, version and date were confirmed against the contractor's documents
+    note: str  # what is not confirmed, when it is not
 
 
-class Contractor(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Contractor:
     """The Medicare Administrative Contractor whose documents a pack follows."""
 
-    mac: str = Field(min_length=2)
-    jurisdictions: tuple[str, ...] = Field(min_length=1)
+    mac: str
+    jurisdictions: tuple[str, ...]
 
 
-class PriorAuthorization(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriorAuthorization:
     uses: tuple[Literal["claim", "preauthorization"], ...]
     places_of_service: tuple[str, ...]
     codes: tuple[str, ...]
 
 
-class CoveredCode(_Strict):
-    families: tuple[Family, ...] = Field(min_length=1)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoveredCode:
+    families: tuple[Family, ...]
 
 
-class CoveredList(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CoveredList:
     codes: dict[str, CoveredCode]
     source: str
     version: str
 
 
-class Diagnoses(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diagnoses:
     covered_list: str
-    max_on_claim: int = Field(ge=1, le=12)
-    max_pointers_per_line: int = Field(ge=1, le=4)
+    max_on_claim: int
+    max_pointers_per_line: int
 
 
-class IdentifierMatch(_Strict):
-    system: str | None = None  # any system when not given
-    value: str = Field(min_length=1)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdentifierMatch:
+    system: str | None  # any system when not given
+    value: str
 
 
-class CodeMatch(_Strict):
-    system: str | None = None  # any system when not given
-    code: str = Field(min_length=1)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeMatch:
+    system: str | None  # any system when not given
+    code: str
 
 
-class ClassMatch(_Strict):
-    type: str = Field(min_length=1)  # Coverage.class.type code: plan, group, subplan, ...
-    value: str | None = Field(default=None, min_length=1)  # any value of that type when not given
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClassMatch:
+    type: str  # Coverage.class.type code: plan, group, subplan, ...
+    value: str | None  # any value of that type when not given
 
 
-class SelectionMatch(_Strict):
-    """One way a Coverage names the pack; every condition the entry gives must hold."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelectionMatch:
+    """One way a Coverage names the pack; every condition the entry gives must hold (at least one
+    of the first six is given)."""
 
     # Text (any case) in the payor's display, Organization name or alias, or identifier value or system.
-    payor_contains: str | None = Field(default=None, min_length=1)
+    payor_contains: str | None
     # Whole words (any case) that must all appear in one of those names: ["noridian", "jf"].
-    payor_words: tuple[str, ...] = ()
+    payor_words: tuple[str, ...]
     # Text (any case) in what the Coverage says of its plan: Coverage.type text and displays,
     # Coverage.class names and values ("Medicare Advantage", "Part C").
-    plan_contains: str | None = Field(default=None, min_length=1)
-    payor_identifier: IdentifierMatch | None = None  # Coverage.payor.identifier or the Organization's
-    coverage_type: CodeMatch | None = None  # a coding of Coverage.type
-    coverage_class: ClassMatch | None = None  # a Coverage.class entry
+    plan_contains: str | None
+    payor_identifier: IdentifierMatch | None  # Coverage.payor.identifier or the Organization's
+    coverage_type: CodeMatch | None  # a coding of Coverage.type
+    coverage_class: ClassMatch | None  # a Coverage.class entry
     # The Coverage is Medicare (Part B or Medicare Advantage) without naming its contractor: the
     # contractor's pack comes from the state of the place of service (mappings/jurisdictions.toml),
     # and this pack is used when that state is not known.
-    by_place: bool = False
-    medicare_advantage: bool = False  # the Coverage is a Medicare Advantage (Part C) plan
-
-    @model_validator(mode="after")
-    def _says_something(self) -> SelectionMatch:
-        conditions = (
-            self.payor_contains,
-            self.payor_words,
-            self.plan_contains,
-            self.payor_identifier,
-            self.coverage_type,
-            self.coverage_class,
-        )
-        if not any(conditions):
-            raise ValueError(
-                "a match entry needs payor_contains, payor_words, plan_contains, payor_identifier, coverage_type "
-                "or coverage_class"
-            )
-        return self
+    by_place: bool
+    medicare_advantage: bool  # the Coverage is a Medicare Advantage (Part C) plan
 
 
-class Selection(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Selection:
     """When a Coverage chooses this pack: any match entry; among packs that match, the highest
     priority wins, then the name first in alphabetical order."""
 
-    priority: int = 0
-    match: tuple[SelectionMatch, ...] = Field(min_length=1)
+    priority: int
+    match: tuple[SelectionMatch, ...]
     # A Medicare Advantage plan's site pack: it is applied over the pack of the Medicare contractor of
     # the place of service (CMS-4201-F: MA plans follow the contractor's LCD criteria), with this
     # pack's own settings (its prior authorization list, above all) on top.
-    medicare_advantage: bool = False
+    medicare_advantage: bool
 
 
-class Pack(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pack:
+    name: str
     version: str
     title: str
-    abstract: bool = False
+    abstract: bool
     documents: dict[str, Document]
     billing: Billing
     limits: Limits
     diagnoses: Diagnoses
     prior_authorization: PriorAuthorization
     rules: dict[str, RuleSpec]
-    selection: Selection | None = None
-    contractor: Contractor | None = None
-    sources: dict[str, SourceDocument] = {}
-    coding: CodingRules = CodingRules()
-    dated: DatedSections = DatedSections()
+    selection: Selection | None
+    contractor: Contractor | None
+    sources: dict[str, SourceDocument]
+    coding: CodingRules
+    dated: DatedSections
     covered: dict[str, CoveredCode]
     covered_source: str
     covered_version: str
-    covered_lists: dict[str, CoveredList] = {}  # the other lists dated diagnoses versions name
+    covered_lists: dict[str, CoveredList]  # the other lists dated diagnoses versions name
     chain: tuple[str, ...]
     # Set by `on(date)`: the date of service and the section versions in force on it.
     in_force_on: dt.date | None = None
     in_force: tuple[InForce, ...] = ()
-
-    @field_validator("rules")
-    @classmethod
-    def _all_rules(cls, rules: dict[str, RuleSpec], info: ValidationInfo) -> dict[str, RuleSpec]:
-        # The ids come from the rule registry, which the caller passes in: this module is below it.
-        context = info.context or {}
-        if "rule_ids" not in context:
-            raise TypeError("a Pack is validated against the rule ids: pass context={'rule_ids': ...}")
-        rule_ids: Sequence[str] = context["rule_ids"]
-        missing = [rule_id for rule_id in rule_ids if rule_id not in rules]
-        unknown = [rule_id for rule_id in rules if rule_id not in rule_ids]
-        if missing or unknown:
-            raise ValueError(f"rules missing: {missing}; unknown rules: {unknown}")
-        return rules
-
-    @model_validator(mode="after")
-    def _citations_resolve(self) -> Pack:
-        for rule in self.rules.values():
-            try:
-                rule.citation.format_map(self.document_titles)
-            except (KeyError, ValueError) as exc:
-                raise ValueError(f"rule {rule.id}: citation names an unknown document {exc}") from exc
-        return self
-
-    @model_validator(mode="after")
-    def _dated_lists_loaded(self) -> Pack:
-        for version in self.dated.diagnoses:
-            if version.covered_list is not None and version.covered_list not in self.covered_lists:
-                raise ValueError(f"dated.diagnoses {version.version}: covered list {version.covered_list} not loaded")
-        return self
 
     def on(self, day: dt.date) -> Pack:
         """The pack as in force on a date of service: each dated section's version for that date
@@ -324,11 +276,11 @@ class Pack(_Strict):
         used: list[InForce] = []
         limits = version_on(self.dated.limits, day)
         if limits is not None:
-            update["limits"] = self.limits.model_copy(update=limits[0].overrides())
+            update["limits"] = dataclasses.replace(self.limits, **limits[0].overrides())
             used.append(InForce("limits", limits[0], limits[1]))
         coding = version_on(self.dated.coding, day)
         if coding is not None:
-            update["coding"] = self.coding.model_copy(update=coding[0].overrides())
+            update["coding"] = dataclasses.replace(self.coding, **coding[0].overrides())
             used.append(InForce("coding", coding[0], coding[1]))
         diagnoses = version_on(self.dated.diagnoses, day)
         if diagnoses is not None:
@@ -338,7 +290,7 @@ class Pack(_Strict):
                 update |= {"covered": chosen.codes, "covered_source": chosen.source, "covered_version": chosen.version}
             used.append(InForce("diagnoses", diagnoses[0], diagnoses[1]))
         update["in_force"] = tuple(used)
-        return self.model_copy(update=update)
+        return dataclasses.replace(self, **update)
 
     def section_in_force(self, section: str) -> InForce | None:
         return next((used for used in self.in_force if used.section == section), None)
@@ -367,6 +319,35 @@ class Pack(_Strict):
     def covered_for(self, code: str, region: Region, family: Family) -> bool:
         entry = self.covered.get(code)
         return entry is not None and family in entry.families and region in dx_regions(code)
+
+
+# The runtime class of each model `adapter.rules.table_schemas` validates a pack with.
+_RUNTIME: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        Document,
+        RuleSpec,
+        Billing,
+        Limits,
+        LimitsVersion,
+        CodingRules,
+        CodingVersion,
+        DiagnosesVersion,
+        DatedSections,
+        SourceDocument,
+        Contractor,
+        PriorAuthorization,
+        CoveredCode,
+        CoveredList,
+        Diagnoses,
+        IdentifierMatch,
+        CodeMatch,
+        ClassMatch,
+        SelectionMatch,
+        Selection,
+        Pack,
+    )
+}
 
 
 def dx_regions(code: str) -> frozenset[Region]:
@@ -448,11 +429,41 @@ def own_table(name: str) -> dict[str, Any]:
     return load_toml(f"packs/{name}.toml")
 
 
+# The modules that validate a pack and hold it: a change to any of them makes every cached pack a miss.
+_CODE = (__file__, dated.__file__, str(Path(__file__).with_name("table_schemas.py")))
+
+
 def read_pack(name: str, rule_ids: Sequence[str], *, over: str | None = None) -> Pack:
     """The pack `name` with everything it extends (or, with `over`, laid over that pack), validated;
-    it must define exactly `rule_ids`."""
+    it must define exactly `rule_ids`. Validated once while its files stay the same (see
+    `adapter.tablecache`)."""
     if name not in pack_files():
         raise UsageError(f"Unknown payer profile {name!r}; available: {', '.join(available_packs())}.")
+    return cached("pack", (name, over or "", *rule_ids), _CODE, lambda: _validated(name, rule_ids, over))
+
+
+def selectable_names() -> tuple[str, ...]:
+    """The packs whose own file has a `[selection]` table (by name); a shared base pack with one is
+    an error."""
+    files = pack_files()
+    return cached("selectable", tuple(f"{name}={path}" for name, path in files.items()), _CODE, _selectable)
+
+
+def _selectable() -> tuple[tuple[str, ...], list[str]]:
+    found: list[str] = []
+    files = pack_files()
+    for name, path in files.items():
+        table = own_table(name)
+        if "selection" not in table:
+            continue
+        if table.get("abstract", False):
+            raise RulePackError(f"Rule pack {name!r} ({path}) is a shared base pack: it cannot have a [selection].")
+        found.append(name)
+    return tuple(found), [f"packs/{name}.toml" for name in files]
+
+
+def _validated(name: str, rule_ids: Sequence[str], over: str | None) -> tuple[Pack, list[str]]:
+    """The pack validated from its files, and the files it was read from."""
     merged, chain = _raw_chain(name, over)
     where = ", ".join(str(pack_files().get(layer, f"packs/{layer}.toml")) for layer in chain)
     if merged.get("abstract"):
@@ -463,15 +474,21 @@ def read_pack(name: str, rule_ids: Sequence[str], *, over: str | None = None) ->
     unknown = sorted(set(rules) - set(rule_ids))
     if unknown:
         raise RulePackError(f"Rule pack {name!r} ({where}) has unknown rules: {', '.join(unknown)}.")
-    covered_path = merged.get("diagnoses", {}).get("covered_list", "")
-    covered_raw = load_toml(str(covered_path)) if covered_path else {}
-    dated_lists = {
-        str(version["covered_list"])
-        for version in merged.get("dated", {}).get("diagnoses", [])
-        if isinstance(version, dict) and version.get("covered_list")
-    }
+    covered_path = str(merged.get("diagnoses", {}).get("covered_list", ""))
+    covered_raw = load_toml(covered_path) if covered_path else {}
+    dated_lists = sorted(
+        {
+            str(version["covered_list"])
+            for version in merged.get("dated", {}).get("diagnoses", [])
+            if isinstance(version, dict) and version.get("covered_list")
+        }
+    )
+    # Imported here: pydantic and the models are needed only when a pack is validated.
+    from .table_schemas import Pack as PackSchema
+    from .table_schemas import ValidationError, problems, to_runtime
+
     try:
-        return Pack.model_validate(
+        model = PackSchema.model_validate(
             {
                 **{k: v for k, v in merged.items() if k != "rules"},
                 "rules": rules,
@@ -484,17 +501,18 @@ def read_pack(name: str, rule_ids: Sequence[str], *, over: str | None = None) ->
                         "source": str(raw.get("source", "")),
                         "version": str(raw.get("version", "")),
                     }
-                    for path in sorted(dated_lists)
+                    for path in dated_lists
                 },
                 "chain": chain,
             },
             context={"rule_ids": tuple(rule_ids)},
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()[:10]
-        )
-        raise RulePackError(f"Rule pack {name!r} ({where}) is invalid: {problems}") from None
+        raise RulePackError(f"Rule pack {name!r} ({where}) is invalid: {problems(exc)}") from None
+    files = [f"packs/{layer}.toml" for layer in chain]
+    files += [path for path in (covered_path, *dated_lists) if path]
+    pack: Pack = to_runtime(model, _RUNTIME)
+    return pack, files
 
 
 def _covered_codes(raw: dict[str, Any]) -> dict[str, Any]:

@@ -15,13 +15,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from functools import cache
 
-from ..errors import RulePackError
 from ..model import CoverageFacts
 from .context import ProfileSource
 from .jurisdictions import jurisdiction_of
-from .packs import Pack, SelectionMatch, own_table, pack_files, read_pack
+from .packs import Pack, SelectionMatch, read_pack, selectable_names
 from .registry import RULE_IDS
 
 log = logging.getLogger(__name__)
@@ -31,11 +29,39 @@ DEFAULT_PACK = "commercial"
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-@cache
-def load_pack(name: str, over: str | None = None) -> Pack:
-    """The pack `name` (laid over the pack `over`, for a Medicare Advantage site pack), validated
-    against the rule registry (read once per process)."""
-    return read_pack(name, RULE_IDS, over=over)
+class _Packs:
+    """The packs of this process, each read once: `load_pack(name, over)`, and the selectable packs
+    in the order they are tried. `load_pack.cache_clear()` forgets them (a site pack folder that
+    changed; also clear `adapter.tables.load_toml`)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple[str, str | None], Pack] = {}
+        self._selectable: tuple[Pack, ...] | None = None
+
+    def __call__(self, name: str, over: str | None = None) -> Pack:
+        """The pack `name` (laid over the pack `over`, for a Medicare Advantage site pack), validated
+        against the rule registry."""
+        found = self._loaded.get((name, over))
+        if found is None:
+            found = self._loaded[(name, over)] = read_pack(name, RULE_IDS, over=over)
+        return found
+
+    def selectable(self) -> tuple[Pack, ...]:
+        """The packs whose own file has a `[selection]` table, highest priority first, then by name
+        (read once: a bulk run chooses a pack for every session)."""
+        if self._selectable is None:
+            found = [self(name) for name in selectable_names()]
+            self._selectable = tuple(
+                sorted(found, key=lambda pack: (-(pack.selection.priority if pack.selection else 0), pack.name))
+            )
+        return self._selectable
+
+    def cache_clear(self) -> None:
+        self._loaded.clear()
+        self._selectable = None
+
+
+load_pack = _Packs()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,21 +107,8 @@ def matches(entry: SelectionMatch, facts: CoverageFacts) -> bool:
     return True
 
 
-def selectable_packs() -> list[Pack]:
-    """The packs whose own file has a `[selection]` table, highest priority first, then by name."""
-    found: list[Pack] = []
-    for name, path in pack_files().items():
-        table = own_table(name)
-        if "selection" not in table:
-            continue
-        if table.get("abstract", False):
-            raise RulePackError(f"Rule pack {name!r} ({path}) is a shared base pack: it cannot have a [selection].")
-        found.append(load_pack(name))
-    return sorted(found, key=lambda pack: (-(pack.selection.priority if pack.selection else 0), pack.name))
-
-
 def _selected(facts: CoverageFacts) -> tuple[Pack, list[SelectionMatch]] | None:
-    for pack in selectable_packs():
+    for pack in load_pack.selectable():
         if pack.selection is None:
             continue
         entries = [entry for entry in pack.selection.match if matches(entry, facts)]

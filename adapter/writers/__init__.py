@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -23,11 +24,13 @@ from ..fhir.ingest import ResourceIndex
 from ..rules.findings import Finding
 from .fhir_claim import claim_bundle
 from .outcome import decision_outcome
-from .pas import pas_request_bundle
 from .review import review_text
-from .x12_837p import MEDIA_TYPE as X12_MEDIA_TYPE
-from .x12_837p import X12Options, X12Writer
 
+if TYPE_CHECKING:
+    from .x12_837p import X12Options, X12Writer
+
+# The 837P's media type, said here so the writer (and x12sdk) is imported only when an 837P is written.
+X12_MEDIA_TYPE = "application/EDI-X12"
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
 
@@ -50,6 +53,9 @@ class Writer:
 def request_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any]:
     """What `claim` writes: the Claim Bundle, or the PAS request Bundle for a prior authorization."""
     if decision.use == "preauthorization":
+        # Imported here: the PAS profile is needed only for a prior authorization request.
+        from .pas import pas_request_bundle
+
         return pas_request_bundle(decision, index)
     return claim_bundle(decision, index)
 
@@ -59,6 +65,8 @@ def _fhir_bundle(decision: ClaimDecision, index: ResourceIndex) -> bytes:
 
 
 def _pas(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    from .pas import pas_request_bundle
+
     return orjson.dumps(pas_request_bundle(decision, index), option=JSON_OPTIONS)
 
 
@@ -80,15 +88,39 @@ def _html(decision: ClaimDecision, index: ResourceIndex) -> bytes:
 def x12_837p_writer(options: X12Options | None = None) -> Writer:
     """The 837P writer with the given options; the registered one reads its settings from
     FACET_ADAPTER_X12_CONFIG and keeps control numbers in the state file that names."""
+    from .x12_837p import X12Writer
+
     x12 = X12Writer(options)
+    return _x12_837p(x12.write, x12.requirements)
+
+
+def _x12_837p(
+    write: Callable[[ClaimDecision, ResourceIndex], bytes], requirements: Callable[[ClaimDecision], list[Finding]]
+) -> Writer:
     return Writer(
         "x12-837p",
         X12_MEDIA_TYPE,
         "ASC X12 005010X222A1 837P professional claim (an interchange of one claim)",
-        x12.write,
-        x12.requirements,
+        write,
+        requirements,
         writes_held=False,
     )
+
+
+@cache
+def _registered_x12() -> X12Writer:
+    # Imported when the registered 837P writer is first used, not when the registry is.
+    from .x12_837p import X12Writer
+
+    return X12Writer()
+
+
+def _x12_write(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+    return _registered_x12().write(decision, index)
+
+
+def _x12_requirements(decision: ClaimDecision) -> list[Finding]:
+    return _registered_x12().requirements(decision)
 
 
 WRITERS: dict[str, Writer] = {
@@ -104,7 +136,7 @@ WRITERS: dict[str, Writer] = {
         Writer("outcome", "application/fhir+json", "the findings as a FHIR R4 OperationOutcome", _outcome),
         Writer("text", "text/plain; charset=utf-8", "the coder's pre-claim review", _review),
         Writer("html", "text/html; charset=utf-8", "the coder's pre-claim review as one self-contained page", _html),
-        x12_837p_writer(),
+        _x12_837p(_x12_write, _x12_requirements),
     )
 }
 

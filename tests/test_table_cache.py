@@ -1,0 +1,208 @@
+"""Validated packs kept between runs (adapter.tablecache): used while their files are unchanged,
+never in place of a changed or broken pack, and no error when the cache cannot be used."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from adapter.errors import RulePackError
+from adapter.model import CoverageFacts
+from adapter.rules import jurisdictions, packs, table_schemas
+from adapter.rules.selection import choose_pack, load_pack
+from adapter.tablecache import cache_folder
+from adapter.tables import load_toml
+
+EXAMPLE = REPO / "examples" / "medicare-lumbar-bilateral" / "input.json"
+ACME = 'name = "acme"\nversion = "1"\nextends = "medicare"\ntitle = "Acme"\n'
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A site pack folder and a cache folder of the test's own; the in-process caches start and end empty."""
+    (tmp_path / "site" / "packs").mkdir(parents=True)
+    monkeypatch.setenv("FACET_ADAPTER_PACKS", str(tmp_path / "site"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    load_pack.cache_clear()
+    load_toml.cache_clear()
+    yield tmp_path / "site" / "packs"
+    load_pack.cache_clear()
+    load_toml.cache_clear()
+
+
+def _fresh() -> None:
+    """What a new process starts with: nothing read yet (the cache folder stays)."""
+    load_pack.cache_clear()
+    load_toml.cache_clear()
+
+
+def _entries() -> list[Path]:
+    return sorted(cache_folder().glob("*.pickle"))
+
+
+def _not_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("validated again although its files did not change")
+
+    monkeypatch.setattr(packs, "_validated", refuse)
+    monkeypatch.setattr(packs, "_selectable", refuse)
+
+
+def test_an_unchanged_pack_is_read_from_the_cache_as_it_was_validated(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validated = {name: load_pack(name) for name in packs.available_packs()}
+    chosen = choose_pack(None, CoverageFacts(payor_names=("Noridian JF Medicare",)))
+    assert _entries()
+    _fresh()
+    _not_validated(monkeypatch)
+    assert {name: load_pack(name) for name in validated} == validated
+    assert choose_pack(None, CoverageFacts(payor_names=("Noridian JF Medicare",))) == chosen
+    day = dt.date(2024, 6, 1)
+    assert load_pack("medicare").on(day) == validated["medicare"].on(day)
+    assert load_pack("medicare").on(day).in_force
+
+
+def test_a_changed_site_pack_is_validated_again(site: Path) -> None:
+    (site / "acme.toml").write_text(ACME + "[limits]\nlevels_per_region = 1\n")
+    assert load_pack("acme").limits.levels_per_region == 1
+    _fresh()
+    (site / "acme.toml").write_text(ACME + "[limits]\nlevels_per_region = 3\n")
+    assert load_pack("acme").limits.levels_per_region == 3
+
+
+def test_a_site_pack_that_replaces_a_pack_of_the_chain_is_used(site: Path) -> None:
+    (site / "acme.toml").write_text(ACME)
+    shipped = load_pack("acme")
+    assert shipped.limits.levels_per_region == 2
+    _fresh()
+    medicare = (REPO / "mappings" / "packs" / "medicare.toml").read_text()
+    (site / "medicare.toml").write_text(medicare + "\n[limits]\nlevels_per_region = 1\n")
+    assert load_pack("acme").limits.levels_per_region == 1
+    _fresh()
+    (site / "medicare.toml").unlink()
+    assert load_pack("acme") == shipped
+
+
+def test_a_new_selectable_site_pack_is_seen(site: Path) -> None:
+    acme = CoverageFacts(payor_names=("Acme Health",))
+    assert choose_pack(None, acme)[0].name == "commercial"
+    _fresh()
+    (site / "acme.toml").write_text(ACME + '[selection]\nmatch = [{ payor_contains = "acme" }]\n')
+    assert choose_pack(None, acme)[0].name == "acme"
+
+
+def test_a_pack_broken_after_it_was_cached_is_an_error_naming_the_file(site: Path) -> None:
+    path = site / "acme.toml"
+    path.write_text(ACME)
+    load_pack("acme")
+    _fresh()
+    path.write_text(ACME + '[rules.frequency-limit]\nseverity = "fatal"\n')
+    with pytest.raises(RulePackError, match="severity") as error:
+        load_pack("acme")
+    assert str(path) in str(error.value)
+    _fresh()
+    with pytest.raises(RulePackError, match="severity"):  # never kept: the error again
+        load_pack("acme")
+
+
+def test_on_the_command_line_a_broken_pack_is_exit_2_after_a_good_run(tmp_path: Path) -> None:
+    (tmp_path / "packs").mkdir()
+    path = tmp_path / "packs" / "acme.toml"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "FACET_ADAPTER_PACKS": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+
+    def claim() -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "adapter", "--error-format", "text", "claim", str(EXAMPLE), "--payer", "acme"]
+        return subprocess.run(command, capture_output=True, env=env, timeout=120, check=False)
+
+    path.write_text(ACME)
+    assert claim().returncode == 0
+    path.write_text(ACME + "[limits]\nlevels_per_region = 0\n")
+    broken = claim()
+    assert broken.returncode == 2 and broken.stdout == b""
+    assert str(path) in broken.stderr.decode() and "levels_per_region" in broken.stderr.decode()
+    assert b"Traceback" not in broken.stderr
+
+
+def test_a_cache_that_cannot_be_written_or_read_is_no_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    _fresh()
+    assert load_pack("medicare").name == "medicare"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _fresh()
+    expected = load_pack("medicare")
+    (entry,) = _entries()
+    entry.write_bytes(b"not a pickle")
+    _fresh()
+    assert load_pack("medicare") == expected
+    assert entry.read_bytes() != b"not a pickle"  # written again
+    _fresh()
+
+
+def test_the_jurisdiction_table_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    jurisdictions.jurisdiction_table.cache_clear()
+    try:
+        table = jurisdictions.jurisdiction_table()
+        assert table.by_state["WA"].pack == "medicare-noridian-jf"
+        jurisdictions.jurisdiction_table.cache_clear()
+        monkeypatch.setattr(jurisdictions, "_validated", lambda: pytest.fail("validated again"))
+        assert jurisdictions.jurisdiction_table() == table
+    finally:
+        jurisdictions.jurisdiction_table.cache_clear()
+
+
+def test_every_validating_model_has_a_runtime_class_with_the_same_fields() -> None:
+    runtime = {**packs._RUNTIME, "Jurisdiction": jurisdictions.Jurisdiction}
+    runtime["JurisdictionTable"] = jurisdictions.JurisdictionTable
+    models = {
+        name: model
+        for name, model in vars(table_schemas).items()
+        if isinstance(model, type)
+        and issubclass(model, table_schemas.BaseModel)
+        and model.__module__ == table_schemas.__name__
+        and not name.startswith("_")
+        and name != "SectionVersion"
+    }
+    assert set(models) == set(runtime)
+    for name, model in models.items():
+        names = [f.name for f in dataclasses.fields(runtime[name]) if f.name not in ("in_force_on", "in_force")]
+        names = [n for n in names if n != "by_state"]
+        assert names == list(model.model_fields), name
+
+
+def test_a_claim_starts_without_pydantic_or_the_x12_writer(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    # The first run validates the packs it chooses from and keeps them; the second only reads them.
+    first = subprocess.run(
+        [sys.executable, "-m", "adapter", "claim", str(EXAMPLE)], capture_output=True, env=env, timeout=120
+    )
+    assert first.returncode == 0, first.stderr
+    script = (
+        "import sys\n"
+        "from adapter.cli import main\n"
+        "try:\n"
+        f"    main(['claim', {str(EXAMPLE)!r}])\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "heavy = ('pydantic', 'x12sdk', 'adapter.writers.x12_837p', 'adapter.rules.table_schemas')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    second = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=120, check=False)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.decode().strip().splitlines()[-1] == "[]"
