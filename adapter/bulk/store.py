@@ -35,6 +35,9 @@ class SharedLookup(Protocol):
         ...
 
 
+_KEPT = 4096  # records a reading store keeps in memory
+
+
 class SqliteStore:
     """Written once by the routing pass, then read by every worker (each opens it read-only)."""
 
@@ -55,6 +58,9 @@ class SqliteStore:
         self.count = 0
         self.partitioned = 0
         self._targets: frozenset[str] | None = None
+        # A worker looks up the same shared records (the clinic, its practitioners, the payers)
+        # for patient after patient.
+        self._got: dict[str, SharedRecord | None] = {}
 
     def add(
         self, key: str | None, file: int, line: int, raw: bytes, about: Iterable[str] = (), *, partitioned: bool = False
@@ -79,10 +85,16 @@ class SqliteStore:
         self.db.close()
 
     def get(self, key: str) -> SharedRecord | None:
+        if key in self._got:
+            return self._got[key]
         row = self.db.execute(
             "SELECT n, file, line, raw, part FROM res WHERE key = ? ORDER BY n DESC LIMIT 1", (key,)
         ).fetchone()
-        return SharedRecord(row[0], row[1], row[2], bytes(row[3]), bool(row[4])) if row is not None else None
+        found = SharedRecord(row[0], row[1], row[2], bytes(row[3]), bool(row[4])) if row is not None else None
+        if len(self._got) >= _KEPT:
+            self._got.clear()
+        self._got[key] = found
+        return found
 
     def about(self, key: str) -> list[SharedRecord]:
         if self._targets is None:

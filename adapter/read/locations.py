@@ -50,6 +50,17 @@ class Location:
         return f"{self.resource} · {self.element}" if self.element else self.resource
 
 
+_MEMO = "locator"
+
+
+def locator_of(index: ResourceIndex) -> Locator:
+    """The input's locator, built once per input (every session of a patient asks for it)."""
+    found = index.memo.get(_MEMO)
+    if not isinstance(found, Locator):
+        found = index.memo[_MEMO] = Locator(index)
+    return found
+
+
 class Locator:
     """Finds the input resource behind a FHIRPath of one input."""
 
@@ -93,7 +104,20 @@ def _prefix_ends(expression: str) -> list[int]:
 
 
 def _names(message: str, label: str) -> bool:
-    return re.search(rf"(?<![\w/-]){re.escape(label)}(?![\w/-])", message) is not None
+    r"""Whether the message names the label as a whole word: not inside a longer id or reference
+    (the regex `(?<![\w/-])label(?![\w/-])`, without compiling one pattern per resource)."""
+    start = message.find(label)
+    while start >= 0:
+        end = start + len(label)
+        if (start == 0 or not _joins(message[start - 1])) and (end == len(message) or not _joins(message[end])):
+            return True
+        start = message.find(label, start + 1)
+    return False
+
+
+def _joins(character: str) -> bool:
+    # `\w` of a str pattern is a Unicode alphanumeric or the underscore.
+    return character.isalnum() or character in "_/-"
 
 
 def element_words(path: str) -> str:

@@ -271,7 +271,18 @@ class Pack:
     def on(self, day: dt.date) -> Pack:
         """The pack as in force on a date of service: each dated section's version for that date
         replaces the undated one, and `in_force` says which versions were used
-        (docs/input.md, versions in force)."""
+        (docs/input.md, versions in force). The same pack on the same day is the same pack: kept
+        for the next session of that day."""
+        found = _ON.get((id(self), day))
+        if found is not None and found[0] is self:
+            return found[1]
+        dated = self._on(day)
+        if len(_ON) >= _ON_KEPT:
+            _ON.clear()
+        _ON[(id(self), day)] = (self, dated)
+        return dated
+
+    def _on(self, day: dt.date) -> Pack:
         update: dict[str, Any] = {"in_force_on": day}
         used: list[InForce] = []
         limits = version_on(self.dated.limits, day)
@@ -320,6 +331,11 @@ class Pack:
         entry = self.covered.get(code)
         return entry is not None and family in entry.families and region in dx_regions(code)
 
+
+# Packs as in force on a day, by (the pack's id, day); the pack itself is kept with its answer, so
+# an id is never taken for another pack's.
+_ON: dict[tuple[int, dt.date], tuple[Pack, Pack]] = {}
+_ON_KEPT = 4096
 
 # The runtime class of each model `adapter.rules.table_schemas` validates a pack with.
 _RUNTIME: dict[str, type] = {

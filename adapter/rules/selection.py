@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # The pack used when there is no --payer and no pack's selection matches the Coverage.
 DEFAULT_PACK = "commercial"
 _WORD = re.compile(r"[a-z0-9]+")
+_CHOICES_KEPT = 4096
 
 
 class _Packs:
@@ -37,6 +38,8 @@ class _Packs:
     def __init__(self) -> None:
         self._loaded: dict[tuple[str, str | None], Pack] = {}
         self._selectable: tuple[Pack, ...] | None = None
+        # Pack choices by (--payer, Coverage facts), with what was logged about each.
+        self.choices: dict[tuple[str | None, CoverageFacts], tuple[PackChoice, tuple[str, ...]]] = {}
 
     def __call__(self, name: str, over: str | None = None) -> Pack:
         """The pack `name` (laid over the pack `over`, for a Medicare Advantage site pack), validated
@@ -56,9 +59,15 @@ class _Packs:
             )
         return self._selectable
 
+    def remember(self, key: tuple[str | None, CoverageFacts], choice: tuple[PackChoice, tuple[str, ...]]) -> None:
+        if len(self.choices) >= _CHOICES_KEPT:  # a long-running service sees ever new places
+            self.choices.clear()
+        self.choices[key] = choice
+
     def cache_clear(self) -> None:
         self._loaded.clear()
         self._selectable = None
+        self.choices.clear()
 
 
 load_pack = _Packs()
@@ -125,20 +134,34 @@ def select_pack(facts: CoverageFacts) -> Pack | None:
 
 def pack_choice(payer: str | None, facts: CoverageFacts) -> PackChoice:
     """The pack for a session and why (docs/input.md, payer profile)."""
+    # The same Coverage and place choose the same pack: a bulk run asks once per patient, not per session.
+    found = load_pack.choices.get((payer, facts))
+    if found is None:
+        found = _choose(payer, facts)
+        load_pack.remember((payer, facts), found)
+    choice, logged = found
+    if logged:
+        log.debug(*logged)
+    return choice
+
+
+def _choose(payer: str | None, facts: CoverageFacts) -> tuple[PackChoice, tuple[str, ...]]:
+    """The choice, and what to log about it (pack names and jurisdiction codes only)."""
     if payer is not None:
-        return PackChoice(load_pack(payer), "option", f"--payer {payer}", False)
+        return PackChoice(load_pack(payer), "option", f"--payer {payer}", False), ()
     found = _selected(facts)
     if found is None:
         default = load_pack(DEFAULT_PACK)
         what = "no pack's selection matches the Coverage" if facts.payor_names else "no Coverage names a payer"
-        return PackChoice(default, "default", f"No --payer and {what}: the {default.name!r} profile was used.", True)
+        reason = f"No --payer and {what}: the {default.name!r} profile was used."
+        return PackChoice(default, "default", reason, True), ()
     pack, entries = found
     site_advantage = pack.selection is not None and pack.selection.medicare_advantage
     plan = "Medicare Advantage" if site_advantage or any(e.medicare_advantage for e in entries) else "Medicare"
     if not site_advantage and any(not entry.by_place for entry in entries):
         # Pack names only: what the Coverage says about the payer stays out of the log.
-        log.debug("pack %s chosen from the Coverage", pack.name)
-        return PackChoice(pack, "coverage", f"the Coverage's payor names the {pack.name!r} profile", False)
+        reason = f"the Coverage's payor names the {pack.name!r} profile"
+        return PackChoice(pack, "coverage", reason, False), ("pack %s chosen from the Coverage", pack.name)
     state, jurisdiction = jurisdiction_of(facts.place_state, facts.place_country)
     if jurisdiction is not None:
         where = f"{facts.place_from or 'the place of service'} is in {state}, Medicare jurisdiction {jurisdiction.code}"
@@ -150,8 +173,8 @@ def pack_choice(payer: str | None, facts: CoverageFacts) -> PackChoice:
         else:
             chosen = load_pack(jurisdiction.pack)
             reason = f"{plan} Coverage naming no contractor; {where} ({jurisdiction.mac}): the {chosen.name!r} profile"
-        log.debug("pack %s chosen by jurisdiction %s", chosen.name, jurisdiction.code)
-        return PackChoice(chosen, "place", reason, False)
+        logged = ("pack %s chosen by jurisdiction %s", chosen.name, jurisdiction.code)
+        return PackChoice(chosen, "place", reason, False), logged
     if facts.place_state or facts.place_country:
         why = f"the state of {facts.place_from or 'the place of service'} is not a Medicare jurisdiction's"
     else:
@@ -159,7 +182,7 @@ def pack_choice(payer: str | None, facts: CoverageFacts) -> PackChoice:
     reason = (
         f"The Coverage is {plan} and names no contractor, and {why}: the {pack.name!r} profile ({pack.title}) was used."
     )
-    return PackChoice(pack, "coverage", reason, True)
+    return PackChoice(pack, "coverage", reason, True), ()
 
 
 def choose_pack(payer: str | None, facts: CoverageFacts) -> tuple[Pack, ProfileSource]:

@@ -9,11 +9,10 @@ profiles) reserves it first, so every reference to it points at the entry it sup
 from __future__ import annotations
 
 import logging
-import uuid
 from functools import lru_cache
 from typing import Any, Protocol
 
-from ..decision import NAMESPACE
+from ..decision import name_uuid
 from ..fhir.ingest import Res, ResourceIndex
 from ..fhir.values import copy_with_references
 
@@ -38,7 +37,7 @@ def entry_url(res: Res) -> str:
 
 @lru_cache(maxsize=4096)  # a bulk run names the same shared resources in many Bundles
 def key_url(key: str) -> str:
-    return f"urn:uuid:{uuid.uuid5(NAMESPACE, key)}"
+    return f"urn:uuid:{name_uuid(key)}"
 
 
 class BundleEntries:

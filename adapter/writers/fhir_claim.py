@@ -9,11 +9,10 @@ Nothing here decides: every choice comes from the `ClaimDecision`.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from ..coding import coding_tables
-from ..decision import NAMESPACE, ClaimDecision, DecidedLine, EvidenceEntry
+from ..decision import ClaimDecision, DecidedLine, EvidenceEntry, name_uuid
 from ..fhir.ingest import ResourceIndex
 from ..fhir.systems import CPT, ICD10CM, POS_SYSTEM
 from .entries import BundleEntries, References
@@ -51,7 +50,7 @@ def held_reasons(decision: ClaimDecision) -> dict[str, Any]:
     """The last entry of a held claim's Bundle: the findings as an OperationOutcome, so whoever
     reads the Bundle alone sees why the claim is held (docs/output.md, why a claim is held). Its
     id and fullUrl derive from the claim identifier, like every other name in the Bundle."""
-    outcome_id = str(uuid.uuid5(NAMESPACE, "outcome:" + decision.identifier))
+    outcome_id = name_uuid("outcome:" + decision.identifier)
     outcome = {"resourceType": "OperationOutcome", "id": outcome_id, **decision_outcome(decision)}
     return {"fullUrl": f"urn:uuid:{outcome_id}", "resource": outcome}
 

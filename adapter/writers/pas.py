@@ -15,13 +15,12 @@ from `mappings/pas.toml`; nothing here decides anything about the claim.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from ..decision import NAMESPACE, ClaimDecision, DecidedLine, EvidenceEntry
+from ..decision import ClaimDecision, DecidedLine, EvidenceEntry, name_uuid
 from ..errors import RulePackError, UsageError
 from ..fhir.ingest import ResourceIndex
 from ..model import Address, Party
@@ -108,7 +107,7 @@ def pas_request_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[st
         "meta": {"profile": [REQUEST_BUNDLE_PROFILE]},
         "identifier": {
             "system": IDENTIFIER_SYSTEM,
-            "value": f"urn:uuid:{uuid.uuid5(NAMESPACE, 'bundle:' + decision.identifier)}",
+            "value": f"urn:uuid:{name_uuid('bundle:' + decision.identifier)}",
         },
         "type": "collection",
         "timestamp": decision.created.isoformat(),
@@ -228,7 +227,7 @@ def _resource_id(key: str) -> str:
     type_, _, rest = key.partition("/")
     if rest and type_[:1].isupper() and "/" not in rest and len(rest) <= 64:
         return rest
-    return str(uuid.uuid5(NAMESPACE, key))
+    return name_uuid(key)
 
 
 def _base(party: Party, resource_type: str, profile: str) -> dict[str, Any]:
