@@ -4,15 +4,19 @@ Rule packs and the jurisdiction table are validated with pydantic when they are 
 parsing their TOML, cost more than everything else a one-file `claim` does. A validated table is
 therefore kept in the user's cache folder (`$XDG_CACHE_HOME/facet-adapter`, else
 `~/.cache/facet-adapter`) as the plain frozen objects the rules read, with the digest of every
-file it was built from. An entry is used only when the adapter's version and the code that built
-it are the same and every one of those files is where it was (a site pack in
-`FACET_ADAPTER_PACKS` replaces a shipped one) with the same bytes; otherwise the table is built
-from its files, as without a cache, and the entry written again. A table that does not validate
-is never kept: its error is raised on every run. A cache folder that cannot be read or written
-is no error: the tables are then built on every run (docs/cli.md, environment).
+file it was built from (of the bytes that were parsed, see `adapter.tables.parsed_from`). An
+entry is used only when the code that built it is the same (the adapter's version, the Python
+and pydantic versions, the source of the modules that validate and hold the table) and every one
+of those files is where it was (a site pack in `FACET_ADAPTER_PACKS` replaces a shipped one) with
+the same bytes; otherwise the table is built from its files, as without a cache, and the entry
+written again. A table that does not validate is never kept: its error is raised on every run. A
+cache folder that cannot be read or written, or an entry that cannot be read, is no error: the
+table is then built as without a cache (docs/cli.md, environment).
 
-Entries are pickles: they are read only from the user's own cache folder, which is created
-readable by the user alone.
+Entries are pickles: one is read only when it is a regular file of the user's own that nobody
+else may write (the folder is created readable by the user alone). Each entry is written to a
+temporary file and renamed into place, so a run reading it sees a whole entry, and concurrent
+writers do not mix their bytes.
 """
 
 from __future__ import annotations
@@ -21,21 +25,26 @@ import hashlib
 import logging
 import os
 import pickle
+import stat
+import sys
 from collections.abc import Callable, Sequence
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from . import __version__
-from .tables import find_table, mappings_dir, overlay_dir
+from .tables import find_table, mappings_dir, overlay_dir, parsed_from
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # What an entry holds; a change to it makes every older entry a miss.
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2
 # A table's value and the tables (paths relative to mappings/, as `load_toml` takes them) it was read from.
 Built = tuple[T, Sequence[str]]
 Dependency = tuple[str, str, str]  # (relative path, the file it resolved to, sha-256 of its bytes)
+# The modules every table is loaded through: a change to them is a change to every entry.
+_LOADING = (__file__, str(Path(__file__).with_name("tables.py")))
 
 
 def cache_folder() -> Path:
@@ -59,16 +68,29 @@ def cached(kind: str, key: Sequence[str], code: Sequence[str], build: Callable[[
 
 
 def _entry_name(kind: str, key: Sequence[str], code: Sequence[str]) -> Path | None:
-    digest = hashlib.sha256()
-    overlay = overlay_dir()
-    for part in (str(ENTRY_FORMAT), __version__, kind, str(mappings_dir()), str(overlay or ""), *key):
-        digest.update(part.encode() + b"\x00")
+    """`kind-<what it is>-<what built it>.pickle`, or None when the cache cannot be used."""
+    overlay = overlay_dir()  # a bad FACET_ADAPTER_PACKS is the usage error it is without a cache
     try:
-        for source in code:
-            digest.update(Path(source).read_bytes() + b"\x00")
-        return cache_folder() / f"{kind}-{digest.hexdigest()[:40]}.pickle"
-    except OSError:  # the adapter's own source cannot be read: no cache
+        what = hashlib.sha256()
+        for part in (kind, str(mappings_dir()), str(overlay or ""), *key):
+            what.update(part.encode() + b"\x00")
+        built_by = hashlib.sha256()
+        for part in (str(ENTRY_FORMAT), __version__, sys.version, _pydantic_version()):
+            built_by.update(part.encode() + b"\x00")
+        for source in (*_LOADING, *code):
+            built_by.update(Path(source).read_bytes() + b"\x00")
+        return cache_folder() / f"{kind}-{what.hexdigest()[:24]}-{built_by.hexdigest()[:24]}.pickle"
+    except Exception as exc:  # no home folder, the adapter's own source not readable (a zipped install): no cache
+        log.debug("table cache not used (%s)", type(exc).__name__)
         return None
+
+
+def _pydantic_version() -> str:
+    """pydantic's version file, read without importing pydantic: its validation makes the entries."""
+    spec = PathFinder.find_spec("pydantic")
+    if spec is None or spec.origin is None:
+        return ""
+    return Path(spec.origin).with_name("version.py").read_text()
 
 
 def _file_digest(path: Path) -> str:
@@ -78,7 +100,11 @@ def _file_digest(path: Path) -> str:
 def _read(name: Path) -> Any:
     try:
         with name.open("rb") as handle:
-            entry = pickle.load(handle)  # noqa: S301 - the user's own cache folder, see the module's docstring
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+                log.debug("table cache entry %s not used (not the user's own)", name.name)
+                return None
+            entry = pickle.load(handle)  # noqa: S301 - the user's own file, see the module's docstring
         if not isinstance(entry, tuple) or len(entry) != 3 or entry[0] != ENTRY_FORMAT:
             return None
         _, dependencies, value = entry
@@ -99,8 +125,10 @@ def _write(name: Path, value: Any, relatives: Sequence[str]) -> None:
     try:
         dependencies: list[Dependency] = []
         for relative in dict.fromkeys(relatives):
-            path = find_table(relative)
-            dependencies.append((relative, str(path), _file_digest(path)))
+            parsed = parsed_from(relative)
+            if parsed is None:  # not read through load_toml: what it was built from is not known
+                return
+            dependencies.append((relative, str(parsed[0]), parsed[1]))
         name.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         import tempfile  # only when an entry is written, not on every run
 
@@ -109,7 +137,18 @@ def _write(name: Path, value: Any, relatives: Sequence[str]) -> None:
             pickle.dump((ENTRY_FORMAT, tuple(dependencies), value), out, protocol=pickle.HIGHEST_PROTOCOL)
         # Renamed into place: a run reading the entry at the same time sees the old one or the new one.
         os.replace(partial, name)
-    except (OSError, pickle.PicklingError) as exc:
+        partial = None
+        _forget_older(name)
+    except Exception as exc:  # a cache that cannot be written only means validating on the next run
         log.debug("table cache entry %s not written (%s)", name.name, type(exc).__name__)
         if partial is not None:
             Path(partial).unlink(missing_ok=True)
+
+
+def _forget_older(name: Path) -> None:
+    """Remove the entries of the same table built by other code (an older adapter), so the folder
+    does not grow with every change; a run still using one has it open or builds the table again."""
+    kind_and_what = name.name.rsplit("-", 1)[0]
+    for other in name.parent.glob(f"{kind_and_what}-*.pickle"):
+        if other != name:
+            other.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ install); a wheel carries the same folder inside the package as `adapter/mapping
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from functools import cache
@@ -54,14 +55,26 @@ def find_table(relative: str) -> Path:
     return mappings_dir() / relative
 
 
+# For each table `load_toml` parsed in this process: the file and the SHA-256 of the bytes parsed.
+_PARSED: dict[str, tuple[Path, str]] = {}
+
+
 @cache
 def load_toml(relative: str) -> dict[str, Any]:
     """Parse one TOML table from mappings/ (or the site overlay). Cached: read once per process."""
     path = find_table(relative)
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = path.read_bytes()
+        table = tomllib.loads(data.decode())
     except FileNotFoundError as exc:
         raise RulePackError(f"Data table mappings/{relative} is missing.") from exc
     except tomllib.TOMLDecodeError as exc:
         raise RulePackError(f"Data table {path} is not valid TOML: {exc}") from exc
+    _PARSED[relative] = (path, hashlib.sha256(data).hexdigest())
+    return table
+
+
+def parsed_from(relative: str) -> tuple[Path, str] | None:
+    """The file `load_toml(relative)` parsed in this process and the SHA-256 of the bytes it parsed
+    (what a table built from it was built from, even if the file changed since); None when not parsed."""
+    return _PARSED.get(relative)

@@ -8,15 +8,17 @@ import datetime as dt
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from conftest import REPO
 
+from adapter import tablecache
 from adapter.errors import RulePackError
 from adapter.model import CoverageFacts
 from adapter.rules import jurisdictions, packs, table_schemas
+from adapter.rules.registry import RULE_IDS
 from adapter.rules.selection import choose_pack, load_pack
 from adapter.tablecache import cache_folder
 from adapter.tables import load_toml
@@ -206,3 +208,88 @@ def test_a_claim_starts_without_pydantic_or_the_x12_writer(tmp_path: Path) -> No
     second = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=120, check=False)
     assert second.returncode == 0, second.stderr
     assert second.stdout.decode().strip().splitlines()[-1] == "[]"
+
+
+def test_an_entry_others_may_write_is_not_used(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = load_pack("medicare")
+    (entry,) = _entries()
+    entry.chmod(0o666)
+    _fresh()
+    validated: list[str] = []
+    original = packs._validated
+
+    def counting(name: str, rule_ids: Sequence[str], over: str | None) -> tuple[packs.Pack, list[str]]:
+        validated.append(name)
+        return original(name, rule_ids, over)
+
+    monkeypatch.setattr(packs, "_validated", counting)
+    assert load_pack("medicare") == expected
+    assert validated == ["medicare"]
+    (entry,) = _entries()
+    assert entry.stat().st_mode & 0o077 == 0  # written again, the user's alone
+
+
+def test_a_file_changed_while_its_pack_was_validated_is_validated_again(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = site / "acme.toml"
+    path.write_text(ACME + "[limits]\nlevels_per_region = 1\n")
+    original = packs._validated
+
+    def changed_meanwhile(name: str, rule_ids: Sequence[str], over: str | None) -> tuple[packs.Pack, list[str]]:
+        built = original(name, rule_ids, over)
+        path.write_text(ACME + "[limits]\nlevels_per_region = 3\n")
+        return built
+
+    monkeypatch.setattr(packs, "_validated", changed_meanwhile)
+    assert load_pack("acme").limits.levels_per_region == 1
+    monkeypatch.setattr(packs, "_validated", original)
+    _fresh()
+    assert load_pack("acme").limits.levels_per_region == 3
+
+
+def test_no_cache_folder_and_no_pickling_are_no_error(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(tablecache, "cache_folder", no_home)
+    assert load_pack("medicare").name == "medicare"
+    monkeypatch.undo()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(site.parent.parent / "cache"))
+    monkeypatch.setenv("FACET_ADAPTER_PACKS", str(site.parent))
+
+    def unpicklable(*args: object, **kwargs: object) -> None:
+        raise TypeError("cannot pickle")
+
+    _fresh()
+    monkeypatch.setattr(tablecache.pickle, "dump", unpicklable)
+    assert load_pack("medicare").name == "medicare"
+    assert not _entries()
+    assert not list(cache_folder().glob(".*"))  # no partial file left
+
+
+def test_an_entry_built_by_other_code_is_replaced_not_kept(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_pack("medicare")
+    (before,) = _entries()
+    _fresh()
+    monkeypatch.setattr(tablecache, "__version__", "0.0.0-other")
+    load_pack("medicare")
+    (after,) = _entries()
+    assert after != before
+    assert tablecache._pydantic_version()  # pydantic's version is part of what built an entry
+
+
+def test_runs_filling_the_cache_at_the_same_time_agree(site: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    script = "from adapter.rules.selection import load_pack\nprint(load_pack('medicare').limits)\n"
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    outputs = {run.communicate(timeout=120)[0] for run in runs}
+    assert all(run.returncode == 0 for run in runs)
+    assert len(outputs) == 1
+    assert not list(cache_folder().glob(".*"))
+    _fresh()
+    assert load_pack("medicare").limits == packs._validated("medicare", RULE_IDS, None)[0].limits
+    assert len(_entries()) == 1
