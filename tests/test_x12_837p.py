@@ -26,8 +26,8 @@ from x12 import (
 
 from adapter.decision import with_findings
 from adapter.pipeline import Options, Result, process
-from adapter.writers import WRITERS, x12_837p_writer
-from adapter.writers.x12_837p import X12Options, x12_requirements
+from adapter.writers import WRITERS, X12_MEDIA_TYPE, x12_837p_writer
+from adapter.writers.x12_837p import MEDIA_TYPE, X12Options, x12_requirements
 from adapter.writers.x12_837p.charges import load_chargemaster
 from adapter.writers.x12_837p.content import claim_number
 from adapter.writers.x12_837p.interchange import interchange
@@ -35,6 +35,11 @@ from adapter.writers.x12_837p.writer import _content
 
 EXAMPLE = REPO / "examples" / "medicare-lumbar-bilateral"
 OWN_CASES = Path(__file__).resolve().parent / "cases"
+
+
+def test_the_registry_names_the_837p_media_type_the_writer_has() -> None:
+    # The registry says it without importing the writer (a claim starts without it).
+    assert WRITERS["x12-837p"].media_type == X12_MEDIA_TYPE == MEDIA_TYPE
 
 
 def billable_case(**kwargs: Any) -> CaseBuilder:
