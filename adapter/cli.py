@@ -8,12 +8,15 @@ OperationOutcome (docs/cli.md, standard output and standard error).
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
 import stat
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
@@ -117,6 +120,19 @@ def _options(
         max_input_bytes=int(max_input_mb * 1024 * 1024),
         patient=patient,
     )
+
+
+@contextmanager
+def _one_shot() -> Iterator[None]:
+    """`claim` and `check` code one input and end: what they build lives until the process ends,
+    so the cycle collector is off while they run and what they leave is frozen, not walked again
+    by the collections the interpreter makes at exit (together about a tenth of a one-file run)."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _run(source: str, options: Any) -> Any:
@@ -269,24 +285,25 @@ def claim(
     **x12: Any,
 ) -> None:
     """Write the Claim Bundle (or PAS request Bundle, or an X12 837P) for the latest session in INPUT."""
-    from .writers.review import claim_summary
+    with _one_shot():
+        from .writers.review import claim_summary
 
-    if output_format != "x12-837p":
-        given = [name for name, value in x12.items() if value not in (None, False)]
-        if given:
-            names = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise UsageError(f"{names}: only with --format x12-837p.")
-        result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
-        _write(orjson.dumps(result.bundle, option=_DUMP), output)
-        sys.stderr.write(claim_summary(result.decision))
-        raise SystemExit(result.exit_code)
-    _claim_x12(
-        source,
-        _options(payer, use, pos, prior_auth, max_input_mb, patient),
-        _x12_writer(use, x12),
-        output,
-        x12["force"],
-    )
+        if output_format != "x12-837p":
+            given = [name for name, value in x12.items() if value not in (None, False)]
+            if given:
+                names = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise UsageError(f"{names}: only with --format x12-837p.")
+            result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
+            _write(orjson.dumps(result.bundle, option=_DUMP), output)
+            sys.stderr.write(claim_summary(result.decision))
+            raise SystemExit(result.exit_code)
+        _claim_x12(
+            source,
+            _options(payer, use, pos, prior_auth, max_input_mb, patient),
+            _x12_writer(use, x12),
+            output,
+            x12["force"],
+        )
 
 
 def _claim_x12(source: str, options: Any, writer: Any, output: str | None, force: bool) -> NoReturn:
@@ -350,13 +367,14 @@ def check(
     output: str | None,
 ) -> None:
     """Print the findings for the latest session in INPUT."""
-    from .writers import writer
+    with _one_shot():
+        from .writers import writer
 
-    result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
-    chosen = output_format or ("text" if sys.stdout.isatty() and not output else "json")
-    name = {"json": "outcome"}.get(chosen, chosen)
-    _write(writer(name).write(result.decision, result.index), output)
-    raise SystemExit(result.exit_code)
+        result = _run(source, _options(payer, use, pos, prior_auth, max_input_mb, patient))
+        chosen = output_format or ("text" if sys.stdout.isatty() and not output else "json")
+        name = {"json": "outcome"}.get(chosen, chosen)
+        _write(writer(name).write(result.decision, result.index), output)
+        raise SystemExit(result.exit_code)
 
 
 @cli.command()
