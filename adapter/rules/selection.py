@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from ..model import CoverageFacts
 from .context import ProfileSource
-from .jurisdictions import jurisdiction_of
 from .packs import Pack, SelectionMatch, read_pack, selectable_names
 from .registry import RULE_IDS
 
@@ -162,6 +161,9 @@ def _choose(payer: str | None, facts: CoverageFacts) -> tuple[PackChoice, tuple[
         # Pack names only: what the Coverage says about the payer stays out of the log.
         reason = f"the Coverage's payor names the {pack.name!r} profile"
         return PackChoice(pack, "coverage", reason, False), ("pack %s chosen from the Coverage", pack.name)
+    # Imported here: only a Medicare Coverage naming no contractor needs the jurisdiction table.
+    from .jurisdictions import jurisdiction_of
+
     state, jurisdiction = jurisdiction_of(facts.place_state, facts.place_country)
     if jurisdiction is not None:
         where = f"{facts.place_from or 'the place of service'} is in {state}, Medicare jurisdiction {jurisdiction.code}"
