@@ -26,7 +26,8 @@ _MAX_SCHEMA_DETAILS = 20
 # adapter uses and may write must stay below that (checked with the R4 structure, so `check` and
 # `claim` answer alike).
 MAX_USED_DEPTH = 250
-_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+# Only for the message of an input that is not R4: compiled on first use (re keeps it).
+_TYPE_NAME = r"^[A-Z][A-Za-z]{1,63}$"
 
 
 @dataclass(eq=False, slots=True)
@@ -410,7 +411,7 @@ def _check_types(resources: list[Res]) -> None:
             )
         if not r4schema.is_r4_resource_type(declared):
             # The value comes from the input: name it only when it looks like a type name.
-            named = declared if _TYPE_NAME.match(declared) else "The resourceType"
+            named = declared if re.match(_TYPE_NAME, declared) else "The resourceType"
             raise NotFhirError(
                 f"{named} at {res.path} is not a FHIR R4 resource type "
                 "(R5/R4B-only types and unknown names are rejected).",

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from ..fhir.ingest import Res, ResourceIndex
 
-_STEP = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?")
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+# Only a finding that points at an element needs them: compiled on first use (re keeps them).
+_STEP = r"([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?"
+_CAMEL = r"(?<=[a-z0-9])(?=[A-Z])"
 # Element names a coder reads better in other words; the rest are split at their capitals.
 _WORDS = {
     "performedDateTime": "date performed",
@@ -124,10 +125,10 @@ def element_words(path: str) -> str:
     """`.bodySite[0].coding[1]` → "body site 1 › coding 2": element names in words, positions
     counted from 1 as a person counts."""
     words: list[str] = []
-    for name, position in _STEP.findall(path):
+    for name, position in re.findall(_STEP, path):
         if name == "text" and words and not position:
             words[-1] += " text"  # "code text", "note 1 text"
             continue
-        word = _WORDS.get(name) or _CAMEL.sub(" ", name).lower()
+        word = _WORDS.get(name) or re.sub(_CAMEL, " ", name).lower()
         words.append(f"{word} {int(position) + 1}" if position else word)
     return " › ".join(words)

@@ -18,7 +18,8 @@ _RFA = re.compile(
     re.IGNORECASE,
 )
 _MBB = re.compile(r"\bmedial[\s-]+branch|\bMBB\b", re.IGNORECASE)
-_IA = re.compile(r"\bintra[\s-]?articular", re.IGNORECASE)
+# Patterns most inputs never need are compiled on first use (re keeps them), not at import.
+_IA = r"\bintra[\s-]?articular"
 
 # Words that deny the next few words: "no fluoroscopy", "not a radiofrequency candidate".
 _DENIALS = frozenset({"not", "no", "non", "without", "never", "nor", "denies", "declined"})
@@ -58,13 +59,12 @@ _HISTORY_MARK = re.compile(r"\b(?:status\s+post|s/p)\s*$", re.IGNORECASE)
 _NEGATION_WINDOW = 4
 _CLAUSE_BREAK = re.compile(r"[.,;:()\[\]\n]")
 
-_DIAGNOSTIC = re.compile(r"\bdiagnostic\b", re.IGNORECASE)
-_THERAPEUTIC = re.compile(r"\btherapeutic\b", re.IGNORECASE)
+_DIAGNOSTIC = r"\bdiagnostic\b"
+_THERAPEUTIC = r"\btherapeutic\b"
 
-_GUIDANCE_NONE = re.compile(
+_GUIDANCE_NONE = (
     r"\bwithout\s+(?:any\s+)?(?:image|imaging|radiographic|fluoroscop\w*)\s*(?:guidance)?|\bwithout\s+imaging\b|"
-    r"\blandmark|\bblind(?:ly)?\b|\bunguided\b|\bno\s+image\s+guidance",
-    re.IGNORECASE,
+    r"\blandmark|\bblind(?:ly)?\b|\bunguided\b|\bno\s+image\s+guidance"
 )
 _GUIDANCE_WORDS: tuple[tuple[Guidance, re.Pattern[str]], ...] = (
     ("fluoroscopy", re.compile(r"\bfluoroscop\w*", re.IGNORECASE)),
@@ -80,7 +80,7 @@ _GUIDANCE_WORDS: tuple[tuple[Guidance, re.Pattern[str]], ...] = (
 _GUIDANCE_PREFERENCE: tuple[Guidance, ...] = ("fluoroscopy", "ct", "ultrasound", "mri")
 _GUIDANCE_WORDS_BY_KIND: dict[Guidance, re.Pattern[str]] = dict(_GUIDANCE_WORDS)
 _FINDING_PRONE: frozenset[Guidance] = frozenset({"ct", "mri"})
-_GUIDANCE_CONTEXT = re.compile(r"guid|\bunder\b|\busing\b|\bvia\b|\bwith\b", re.IGNORECASE)
+_GUIDANCE_CONTEXT = r"guid|\bunder\b|\busing\b|\bvia\b|\bwith\b"
 
 
 def _negated(text: str, start: int, negators: frozenset[str]) -> bool:
@@ -108,7 +108,7 @@ def technique_of(text: object) -> Technique | None:
         return "radiofrequency-ablation"
     if _asserted(_MBB, text, _TECHNIQUE_NEGATORS):
         return "medial-branch-block"
-    if _asserted(_IA, text, _TECHNIQUE_NEGATORS):
+    if _asserted(re.compile(_IA, re.IGNORECASE), text, _TECHNIQUE_NEGATORS):
         return "intra-articular"
     return None
 
@@ -117,8 +117,8 @@ def intent_of(text: object) -> Intent | None:
     """Diagnostic or therapeutic when the text says exactly one of them."""
     if not isinstance(text, str) or not text:
         return None
-    diagnostic = _DIAGNOSTIC.search(text) is not None
-    therapeutic = _THERAPEUTIC.search(text) is not None
+    diagnostic = re.search(_DIAGNOSTIC, text, re.IGNORECASE) is not None
+    therapeutic = re.search(_THERAPEUTIC, text, re.IGNORECASE) is not None
     if diagnostic == therapeutic:
         return None
     return "diagnostic" if diagnostic else "therapeutic"
@@ -140,13 +140,13 @@ def guidance_of(text: object) -> Guidance | None:
     for preferred in _GUIDANCE_PREFERENCE:
         if preferred in found:
             return preferred
-    if _GUIDANCE_NONE.search(text):
+    if re.search(_GUIDANCE_NONE, text, re.IGNORECASE):
         return "none"
     return None
 
 
 def _guided_clause(text: str, pattern: re.Pattern[str]) -> bool:
     for clause in _CLAUSE_BREAK.split(text):
-        if pattern.search(clause) and _GUIDANCE_CONTEXT.search(clause):
+        if pattern.search(clause) and re.search(_GUIDANCE_CONTEXT, clause, re.IGNORECASE):
             return True
     return False

@@ -29,9 +29,10 @@ def _session_categories(session_groups: list[Group]) -> set[tuple[Region, str]]:
     return found
 
 
-_REGION_WORDS: tuple[tuple[Region, re.Pattern[str]], ...] = (
-    ("cervical-thoracic", re.compile(r"\bcervical|\bthoracic", re.IGNORECASE)),
-    ("lumbar-sacral", re.compile(r"\blumbar|\bsacral|\blumbosacral", re.IGNORECASE)),
+# Searched only for an earlier procedure that names no level: compiled on first use (re keeps them).
+_REGION_WORDS: tuple[tuple[Region, str], ...] = (
+    ("cervical-thoracic", r"\bcervical|\bthoracic"),
+    ("lumbar-sacral", r"\blumbar|\bsacral|\blumbosacral"),
 )
 
 
@@ -45,7 +46,7 @@ def _history_categories(ctx: Context, session: Session) -> set[tuple[Region, str
         if proc.levels:
             continue
         text = " ".join(filter(None, [proc.text]))
-        named = {region for region, words in _REGION_WORDS if words.search(text)}
+        named = {region for region, words in _REGION_WORDS if re.search(words, text, re.IGNORECASE)}
         found |= {(region, proc.category) for region in (named or current)}
     return found
 
