@@ -3,7 +3,7 @@
 Rule packs and the jurisdiction table are validated with pydantic when they are loaded; that, with
 parsing their TOML, cost more than everything else a one-file `claim` does. A validated table is
 therefore kept in the user's cache folder (`$XDG_CACHE_HOME/facet-adapter`, else
-`~/.cache/facet-adapter`) as the plain frozen objects the rules read, with the digest of every
+`~/.cache/facet-adapter`) as the immutable objects the rules read, with the digest of every
 file it was built from (of the bytes that were parsed, see `adapter.tables.parsed_from`). An
 entry is used only when the code that built it is the same (the adapter's version, the Python
 and pydantic versions, the source of the modules that validate and hold the table) and every one

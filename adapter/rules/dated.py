@@ -16,47 +16,50 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from itertools import pairwise
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 Section = Literal["limits", "coding", "diagnoses"]
 SECTIONS: tuple[Section, ...] = ("limits", "coding", "diagnoses")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SectionVersion:
-    """One version of a pack section, and the dates it applies from and until (inclusive)."""
-
-    version: str  # the document revision it follows, e.g. "A58364 v32"
-    effective: dt.date
-    until: dt.date | None = None
-    confirmed: bool
-    note: str = ""
-
-    def overrides(self) -> dict[str, Any]:
-        """The section keys this version sets (its own fields, without the dating)."""
-        return {
-            f.name: value
-            for f in fields(self)
-            if f.name not in _DATING and (value := getattr(self, f.name)) is not None
-        }
-
-
-_DATING = frozenset(f.name for f in fields(SectionVersion))
 
 
 class Dated(Protocol):
     """What the history check reads of a version (the loaded one or the one being validated)."""
 
     @property
-    def version(self) -> str: ...
+    def version(self) -> str: ...  # the document revision it follows, e.g. "A58364 v32"
 
     @property
     def effective(self) -> dt.date: ...
 
     @property
     def until(self) -> dt.date | None: ...
+
+
+class SectionVersion(Dated, Protocol):
+    """One version of a pack section, and the dates it applies from and until (inclusive): what
+    every section's version class in `adapter.rules.packs` has besides the keys it sets."""
+
+    @property
+    def confirmed(self) -> bool: ...
+
+    @property
+    def note(self) -> str: ...  # what is not confirmed, when it is not
+
+    def overrides(self) -> dict[str, Any]: ...
+
+
+# The fields of a version that date it; the others are the section keys it sets.
+DATING = ("version", "effective", "until", "confirmed", "note")
+
+
+class _Fields(Protocol):
+    def _asdict(self) -> dict[str, Any]: ...
+
+
+def overrides(version: _Fields) -> dict[str, Any]:
+    """The section keys a version sets (its own fields, without the dating)."""
+    return {name: value for name, value in version._asdict().items() if name not in DATING and value is not None}
 
 
 V = TypeVar("V", bound=SectionVersion)
@@ -87,8 +90,7 @@ def version_on(versions: Sequence[V], day: dt.date) -> tuple[V, bool] | None:
     return versions[0], False
 
 
-@dataclass(frozen=True, slots=True)
-class InForce:
+class InForce(NamedTuple):
     """Which version of a section a claim was judged by."""
 
     section: Section

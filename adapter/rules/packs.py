@@ -11,10 +11,12 @@ see `adapter.rules.dated`); `Pack.on(date)` is the pack as in force on a date of
 contractor's pack names the contractor and the documents it follows (`[contractor]`, `[sources]`),
 each with its version, effective date and whether that was confirmed.
 
-The classes below are what the rules read: plain frozen dataclasses. The checks a pack passes
-when it is loaded are pydantic models of the same names in `adapter.rules.table_schemas`, used
-only when a pack's files changed since the last run (`adapter.tablecache` keeps the validated
-pack), so a run does not pay for building them.
+The classes below are what the rules read: named tuples, immutable values whose classes cost a
+one-file run little to create (a frozen dataclass generates six methods at import; the pack's
+twenty-odd classes took a tenth of `claim`'s start-up). The checks a pack passes when it is loaded
+are pydantic models of the same names in `adapter.rules.table_schemas`, used only when a pack's
+files changed since the last run (`adapter.tablecache` keeps the validated pack), so a run does
+not pay for building them either.
 
 This module knows the pack format, not the rules: the rule ids a pack must define are passed in
 by `adapter.rules.selection.load_pack`, which takes them from the rule registry.
@@ -22,20 +24,18 @@ by `adapter.rules.selection.load_pack`, which takes them from the rule registry.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from string import Formatter
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ..errors import RulePackError, UsageError
 from ..spine import Region
 from ..tablecache import cached
 from ..tables import load_toml, mappings_dir, overlay_dir
 from . import dated
-from .dated import InForce, SectionVersion, version_on
+from .dated import InForce, version_on
 
 Severity = Literal["error", "warning", "information"]
 IssueType = Literal[
@@ -51,8 +51,7 @@ IssueType = Literal[
 Family = Literal["injection", "ablation"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Document:
+class Document(NamedTuple):
     """A document citations name: its title, and its public address when it has one (an LCD or
     article in the CMS Medicare Coverage Database, a regulation), so a review can link to it.
     A pack writes a document as its title alone, or as a table `{ title = "…", url = "https://…" }`."""
@@ -61,8 +60,7 @@ class Document:
     url: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RuleSpec:
+class RuleSpec(NamedTuple):
     id: str
     version: int
     severity: Severity
@@ -73,14 +71,12 @@ class RuleSpec:
     hint: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Billing:
+class Billing(NamedTuple):
     bilateral: Literal["modifier-50", "rt-lt"]
     kx_on_diagnostic_injections: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
+class Limits(NamedTuple):
     levels_per_region: int
     regions_per_session: int
     diagnostic_sessions_per_12_months: int
@@ -101,10 +97,14 @@ class Limits:
         }[category]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LimitsVersion(SectionVersion):
+class LimitsVersion(NamedTuple):
     """A dated version of [limits]: the keys it sets override the pack's undated limits."""
 
+    version: str  # the document revision it follows, e.g. "A58364 v32"
+    effective: dt.date
+    until: dt.date | None
+    confirmed: bool
+    note: str
     levels_per_region: int | None = None
     regions_per_session: int | None = None
     diagnostic_sessions_per_12_months: int | None = None
@@ -117,25 +117,44 @@ class LimitsVersion(SectionVersion):
     required_diagnostic_blocks: int | None = None
     covered_guidance: tuple[str, ...] | None = None
 
+    def overrides(self) -> dict[str, Any]:
+        return dated.overrides(self)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CodingRules:
+
+class CodingRules(NamedTuple):
     # T12-L1 with L1-L2 in one session is one lumbar session (docs/coding.md, thoraco-lumbar rule).
     thoraco_lumbar: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CodingVersion(SectionVersion):
+class CodingVersion(NamedTuple):
+    """A dated version of [coding]: the keys it sets override the pack's undated coding rules."""
+
+    version: str  # the document revision it follows, e.g. "A58364 v32"
+    effective: dt.date
+    until: dt.date | None
+    confirmed: bool
+    note: str
     thoraco_lumbar: bool | None = None
 
+    def overrides(self) -> dict[str, Any]:
+        return dated.overrides(self)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DiagnosesVersion(SectionVersion):
+
+class DiagnosesVersion(NamedTuple):
+    """A dated version of [diagnoses]: the covered list it names replaces the pack's own."""
+
+    version: str  # the document revision it follows, e.g. "A58364 v32"
+    effective: dt.date
+    until: dt.date | None
+    confirmed: bool
+    note: str
     covered_list: str | None = None  # another covered list (mappings/dx/) for this version
 
+    def overrides(self) -> dict[str, Any]:
+        return dated.overrides(self)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DatedSections:
+
+class DatedSections(NamedTuple):
     """The dated versions of each section, oldest first (docs/input.md, versions in force)."""
 
     limits: tuple[LimitsVersion, ...]
@@ -143,8 +162,7 @@ class DatedSections:
     diagnoses: tuple[DiagnosesVersion, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SourceDocument:
+class SourceDocument(NamedTuple):
     """A document a pack follows (an LCD, a billing article) and its latest version on file."""
 
     id: str
@@ -155,60 +173,51 @@ class SourceDocument:
     note: str  # what is not confirmed, when it is not
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Contractor:
+class Contractor(NamedTuple):
     """The Medicare Administrative Contractor whose documents a pack follows."""
 
     mac: str
     jurisdictions: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PriorAuthorization:
+class PriorAuthorization(NamedTuple):
     uses: tuple[Literal["claim", "preauthorization"], ...]
     places_of_service: tuple[str, ...]
     codes: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CoveredCode:
+class CoveredCode(NamedTuple):
     families: tuple[Family, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CoveredList:
+class CoveredList(NamedTuple):
     codes: dict[str, CoveredCode]
     source: str
     version: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Diagnoses:
+class Diagnoses(NamedTuple):
     covered_list: str
     max_on_claim: int
     max_pointers_per_line: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class IdentifierMatch:
+class IdentifierMatch(NamedTuple):
     system: str | None  # any system when not given
     value: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CodeMatch:
+class CodeMatch(NamedTuple):
     system: str | None  # any system when not given
     code: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClassMatch:
+class ClassMatch(NamedTuple):
     type: str  # Coverage.class.type code: plan, group, subplan, ...
     value: str | None  # any value of that type when not given
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SelectionMatch:
+class SelectionMatch(NamedTuple):
     """One way a Coverage names the pack; every condition the entry gives must hold (at least one
     of the first six is given)."""
 
@@ -229,8 +238,7 @@ class SelectionMatch:
     medicare_advantage: bool  # the Coverage is a Medicare Advantage (Part C) plan
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Selection:
+class Selection(NamedTuple):
     """When a Coverage chooses this pack: any match entry; among packs that match, the highest
     priority wins, then the name first in alphabetical order."""
 
@@ -242,8 +250,7 @@ class Selection:
     medicare_advantage: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Pack:
+class Pack(NamedTuple):
     name: str
     version: str
     title: str
@@ -287,11 +294,11 @@ class Pack:
         used: list[InForce] = []
         limits = version_on(self.dated.limits, day)
         if limits is not None:
-            update["limits"] = dataclasses.replace(self.limits, **limits[0].overrides())
+            update["limits"] = self.limits._replace(**limits[0].overrides())
             used.append(InForce("limits", limits[0], limits[1]))
         coding = version_on(self.dated.coding, day)
         if coding is not None:
-            update["coding"] = dataclasses.replace(self.coding, **coding[0].overrides())
+            update["coding"] = self.coding._replace(**coding[0].overrides())
             used.append(InForce("coding", coding[0], coding[1]))
         diagnoses = version_on(self.dated.diagnoses, day)
         if diagnoses is not None:
@@ -301,7 +308,7 @@ class Pack:
                 update |= {"covered": chosen.codes, "covered_source": chosen.source, "covered_version": chosen.version}
             used.append(InForce("diagnoses", diagnoses[0], diagnoses[1]))
         update["in_force"] = tuple(used)
-        return dataclasses.replace(self, **update)
+        return self._replace(**update)
 
     def section_in_force(self, section: str) -> InForce | None:
         return next((used for used in self.in_force if used.section == section), None)

@@ -1,6 +1,6 @@
 """The checks a pack and the jurisdiction table pass when they are loaded, as pydantic models.
 
-Loading validates the TOML with these models, then turns the result into the plain frozen classes
+Loading validates the TOML with these models, then turns the result into the immutable classes
 the rules read (`adapter.rules.packs`, `adapter.rules.dated`, `adapter.rules.jurisdictions`), which
 `adapter.tablecache` keeps until a source file changes: pydantic and these models are imported
 only when a table is validated, not on every run. Each model here has a runtime class of the same
@@ -352,7 +352,8 @@ def to_runtime(value: Any, classes: Mapping[str, type]) -> Any:
             runtime = classes[type(item).__name__]
             built = runtime(**{name: convert(getattr(item, name)) for name in type(item).model_fields})
             try:
-                return shared.setdefault(built, built)
+                # Keyed by class too: named tuples of two classes with the same values are equal.
+                return shared.setdefault((runtime, built), built)
             except TypeError:  # a value with a dict inside is not hashable: kept as it is
                 return built
         if isinstance(item, tuple):
