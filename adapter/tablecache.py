@@ -3,7 +3,7 @@
 Rule packs and the jurisdiction table are validated with pydantic when they are loaded; that, with
 parsing their TOML, cost more than everything else a one-file `claim` does. A validated table is
 therefore kept in the user's cache folder (`$XDG_CACHE_HOME/facet-adapter`, else
-`~/.cache/facet-adapter`) as the immutable objects the rules read, with the digest of every
+`~/.cache/facet-adapter`, in `tables/`) as the immutable objects the rules read, with the digest of every
 file it was built from (of the bytes that were parsed, see `adapter.tables.parsed_from`). An
 entry is used only when the code that built it is the same (the adapter's version, the Python
 and pydantic versions, the source of the modules that validate and hold the table) and every one
@@ -13,26 +13,22 @@ written again. A table that does not validate is never kept: its error is raised
 cache folder that cannot be read or written, or an entry that cannot be read, is no error: the
 table is then built as without a cache (docs/cli.md, environment).
 
-Entries are pickles: one is read only when it is a regular file of the user's own that nobody
-else may write (the folder is created readable by the user alone). Each entry is written to a
-temporary file and renamed into place, so a run reading it sees a whole entry, and concurrent
-writers do not mix their bytes.
+Entries are read and written by `adapter.cachefiles`: only the user's own, always whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import pickle
-import stat
 import sys
 from collections.abc import Callable, Sequence
+from functools import cache
 from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from . import __version__
+from .cachefiles import cache_root, read_entry, write_entry
 from .tables import find_table, mappings_dir, overlay_dir, parsed_from
 
 log = logging.getLogger(__name__)
@@ -44,12 +40,11 @@ ENTRY_FORMAT = 2
 Built = tuple[T, Sequence[str]]
 Dependency = tuple[str, str, str]  # (relative path, the file it resolved to, sha-256 of its bytes)
 # The modules every table is loaded through: a change to them is a change to every entry.
-_LOADING = (__file__, str(Path(__file__).with_name("tables.py")))
+_LOADING = (__file__, str(Path(__file__).with_name("tables.py")), str(Path(__file__).with_name("cachefiles.py")))
 
 
 def cache_folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "facet-adapter" / "tables"
+    return cache_root() / "tables"
 
 
 def cached(kind: str, key: Sequence[str], code: Sequence[str], build: Callable[[], Built[T]]) -> T:
@@ -75,16 +70,25 @@ def _entry_name(kind: str, key: Sequence[str], code: Sequence[str]) -> Path | No
         for part in (kind, str(mappings_dir()), str(overlay or ""), *key):
             what.update(part.encode() + b"\x00")
         built_by = hashlib.sha256()
-        for part in (str(ENTRY_FORMAT), __version__, sys.version, _pydantic_version()):
+        for part in (str(ENTRY_FORMAT), __version__, sys.version, _pydantic_version(), _sources((*_LOADING, *code))):
             built_by.update(part.encode() + b"\x00")
-        for source in (*_LOADING, *code):
-            built_by.update(Path(source).read_bytes() + b"\x00")
         return cache_folder() / f"{kind}-{what.hexdigest()[:24]}-{built_by.hexdigest()[:24]}.pickle"
     except Exception as exc:  # no home folder, the adapter's own source not readable (a zipped install): no cache
         log.debug("table cache not used (%s)", type(exc).__name__)
         return None
 
 
+@cache
+def _sources(paths: tuple[str, ...]) -> str:
+    """The digest of these source files, read once per process (a run without a pack named chooses
+    among them all, each its own entry)."""
+    digest = hashlib.sha256()
+    for source in paths:
+        digest.update(Path(source).read_bytes() + b"\x00")
+    return digest.hexdigest()
+
+
+@cache
 def _pydantic_version() -> str:
     """pydantic's version file, read without importing pydantic: its validation makes the entries."""
     spec = PathFinder.find_spec("pydantic")
@@ -98,57 +102,26 @@ def _file_digest(path: Path) -> str:
 
 
 def _read(name: Path) -> Any:
+    entry = read_entry(name)
+    if not isinstance(entry, tuple) or len(entry) != 3 or entry[0] != ENTRY_FORMAT:
+        return None
+    _, dependencies, value = entry
     try:
-        with name.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
-                log.debug("table cache entry %s not used (not the user's own)", name.name)
-                return None
-            entry = pickle.load(handle)  # noqa: S301 - the user's own file, see the module's docstring
-        if not isinstance(entry, tuple) or len(entry) != 3 or entry[0] != ENTRY_FORMAT:
-            return None
-        _, dependencies, value = entry
         for relative, path, digest in dependencies:
             found = find_table(relative)
             if str(found) != path or _file_digest(found) != digest:
                 return None
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # an unreadable or outdated entry is a miss, whatever the reason
+    except Exception as exc:  # a file gone or unreadable: a miss, and building it says what is wrong
         log.debug("table cache entry %s not used (%s)", name.name, type(exc).__name__)
         return None
     return value
 
 
 def _write(name: Path, value: Any, relatives: Sequence[str]) -> None:
-    partial: str | None = None
-    try:
-        dependencies: list[Dependency] = []
-        for relative in dict.fromkeys(relatives):
-            parsed = parsed_from(relative)
-            if parsed is None:  # not read through load_toml: what it was built from is not known
-                return
-            dependencies.append((relative, str(parsed[0]), parsed[1]))
-        name.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        import tempfile  # only when an entry is written, not on every run
-
-        handle, partial = tempfile.mkstemp(dir=name.parent, prefix=".", suffix=".partial")
-        with os.fdopen(handle, "wb") as out:
-            pickle.dump((ENTRY_FORMAT, tuple(dependencies), value), out, protocol=pickle.HIGHEST_PROTOCOL)
-        # Renamed into place: a run reading the entry at the same time sees the old one or the new one.
-        os.replace(partial, name)
-        partial = None
-        _forget_older(name)
-    except Exception as exc:  # a cache that cannot be written only means validating on the next run
-        log.debug("table cache entry %s not written (%s)", name.name, type(exc).__name__)
-        if partial is not None:
-            Path(partial).unlink(missing_ok=True)
-
-
-def _forget_older(name: Path) -> None:
-    """Remove the entries of the same table built by other code (an older adapter), so the folder
-    does not grow with every change; a run still using one has it open or builds the table again."""
-    kind_and_what = name.name.rsplit("-", 1)[0]
-    for other in name.parent.glob(f"{kind_and_what}-*.pickle"):
-        if other != name:
-            other.unlink(missing_ok=True)
+    dependencies: list[Dependency] = []
+    for relative in dict.fromkeys(relatives):
+        parsed = parsed_from(relative)
+        if parsed is None:  # not read through load_toml: what it was built from is not known
+            return
+        dependencies.append((relative, str(parsed[0]), parsed[1]))
+    write_entry(name, (ENTRY_FORMAT, tuple(dependencies), value))

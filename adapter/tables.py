@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tomllib
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .cachefiles import cache_root, read_entry, write_entry
 from .errors import RulePackError, UsageError
 
 
@@ -61,17 +62,39 @@ _PARSED: dict[str, tuple[Path, str]] = {}
 
 @cache
 def load_toml(relative: str) -> dict[str, Any]:
-    """Parse one TOML table from mappings/ (or the site overlay). Cached: read once per process."""
+    """Parse one TOML table from mappings/ (or the site overlay). Cached: read once per process,
+    and parsed once while its bytes stay the same (kept in the user's cache folder, `toml/`)."""
     path = find_table(relative)
     try:
         data = path.read_bytes()
-        table = tomllib.loads(data.decode())
     except FileNotFoundError as exc:
         raise RulePackError(f"Data table mappings/{relative} is missing.") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    _PARSED[relative] = (path, digest)
+    entry = _parsed_entry(path, digest)
+    kept = read_entry(entry) if entry is not None else None
+    if isinstance(kept, tuple) and len(kept) == 2 and kept[0] == digest and isinstance(kept[1], dict):
+        return kept[1]
+    import tomllib  # only when a table changed: a run with every table kept does not load the parser
+
+    try:
+        table = tomllib.loads(data.decode())
     except tomllib.TOMLDecodeError as exc:
         raise RulePackError(f"Data table {path} is not valid TOML: {exc}") from exc
-    _PARSED[relative] = (path, hashlib.sha256(data).hexdigest())
+    if entry is not None:
+        write_entry(entry, (digest, table))
     return table
+
+
+def _parsed_entry(path: Path, digest: str) -> Path | None:
+    """Where the table parsed from these bytes of this file is kept: by the file (so an older
+    parse of it is replaced) and by its bytes and the Python version (whose parser made it)."""
+    try:
+        where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+        made = hashlib.sha256(f"{digest}\x00{sys.version}".encode()).hexdigest()[:24]
+        return cache_root() / "toml" / f"toml-{where}-{made}.pickle"
+    except Exception:  # no home folder: no cache
+        return None
 
 
 def parsed_from(relative: str) -> tuple[Path, str] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from adapter import tablecache
+from adapter import cachefiles, tablecache, tables
 from adapter.errors import RulePackError
 from adapter.model import CoverageFacts
 from adapter.rules import jurisdictions, packs, table_schemas
@@ -263,7 +263,7 @@ def test_no_cache_folder_and_no_pickling_are_no_error(site: Path, monkeypatch: p
         raise TypeError("cannot pickle")
 
     _fresh()
-    monkeypatch.setattr(tablecache.pickle, "dump", unpicklable)
+    monkeypatch.setattr(cachefiles.pickle, "dump", unpicklable)
     assert load_pack("medicare").name == "medicare"
     assert not _entries()
     assert not list(cache_folder().glob(".*"))  # no partial file left
@@ -294,3 +294,38 @@ def test_runs_filling_the_cache_at_the_same_time_agree(site: Path) -> None:
     _fresh()
     assert load_pack("medicare").limits == packs._validated("medicare", RULE_IDS, None)[0].limits
     assert len(_entries()) == 1
+
+
+def _toml_entries() -> list[Path]:
+    return sorted((cachefiles.cache_root() / "toml").glob("*.pickle"))
+
+
+def test_an_unchanged_toml_table_is_not_parsed_again(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tomllib
+
+    (site / "acme.toml").write_text(ACME + "[limits]\nlevels_per_region = 1\n")
+    parsed = load_toml("packs/acme.toml")
+    _fresh()
+
+    def refuse(text: str) -> None:
+        raise AssertionError("parsed again although its bytes did not change")
+
+    monkeypatch.setattr(tomllib, "loads", refuse)
+    assert load_toml("packs/acme.toml") == parsed
+
+
+def test_a_changed_or_broken_toml_table_is_parsed_again(site: Path) -> None:
+    path = site / "acme.toml"
+    path.write_text(ACME + "[limits]\nlevels_per_region = 1\n")
+    assert load_toml("packs/acme.toml")["limits"] == {"levels_per_region": 1}
+    _fresh()
+    path.write_text(ACME + "[limits]\nlevels_per_region = 3\n")
+    assert load_toml("packs/acme.toml")["limits"] == {"levels_per_region": 3}
+    entry = tables._parsed_entry(path, "any bytes")
+    assert entry is not None
+    where = entry.name.rsplit("-", 1)[0]
+    assert len([kept for kept in _toml_entries() if kept.name.startswith(where)]) == 1  # the older parse replaced
+    _fresh()
+    path.write_text(ACME + "[limits\n")
+    with pytest.raises(RulePackError, match="not valid TOML"):
+        load_toml("packs/acme.toml")
