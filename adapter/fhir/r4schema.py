@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -62,6 +63,7 @@ class _Full(Exception):
     """Raised internally once ``max_issues`` issues have been collected."""
 
 
+@cache  # resolved once: each table read asked for it again
 def _data_dir() -> Path:
     # In a wheel the tables travel inside the package (adapter/mappings); in a checkout they sit
     # beside it (mappings/).
