@@ -12,11 +12,11 @@ contractor's pack names the contractor and the documents it follows (`[contracto
 each with its version, effective date and whether that was confirmed.
 
 The classes below are what the rules read: named tuples, immutable values whose classes cost a
-one-file run little to create (a frozen dataclass generates six methods at import; the pack's
-twenty-odd classes took a tenth of `claim`'s start-up). The checks a pack passes when it is loaded
-are pydantic models of the same names in `adapter.rules.table_schemas`, used only when a pack's
-files changed since the last run (`adapter.tablecache` keeps the validated pack), so a run does
-not pay for building them either.
+one-file run little to create (a frozen dataclass compiles six generated methods at import: as
+dataclasses, these twenty-one classes took about 10 ms of `claim`'s start). The checks a pack
+passes when it is loaded are pydantic models of the same names in `adapter.rules.table_schemas`,
+used only when a pack's files changed since the last run (`adapter.tablecache` keeps the
+validated pack), so a run does not pay for building them either.
 
 This module knows the pack format, not the rules: the rule ids a pack must define are passed in
 by `adapter.rules.selection.load_pack`, which takes them from the rule registry.
