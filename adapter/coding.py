@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import RulePackError
 from .model import ClaimLine, FacetProcedure, Family, Intent, Level, LineLevel, Session
@@ -23,8 +23,7 @@ from .tables import load_toml
 _SIDE_MODIFIER = {"left": "LT", "right": "RT"}
 
 
-@dataclass(frozen=True, slots=True)
-class Table:
+class Table(NamedTuple):
     first: str
     second: str
     further: str
@@ -32,8 +31,7 @@ class Table:
     junction: str | None = None  # thoraco-lumbar tables only
 
 
-@dataclass(frozen=True, slots=True)
-class CodingTables:
+class CodingTables(NamedTuple):
     version: str
     tables: dict[tuple[Region, Family, bool], Table]
     thoraco_lumbar: dict[tuple[Family, bool], Table]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from itertools import pairwise
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .errors import RulePackError
 from .tables import load_toml
@@ -28,8 +27,7 @@ NERVES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SpineTable:
+class SpineTable(NamedTuple):
     version: str
     joints: tuple[str, ...]
     joint_index: dict[str, int]

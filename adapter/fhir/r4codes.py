@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .r4schema import SchemaIssue
 
@@ -21,8 +20,7 @@ _lock = threading.Lock()
 _bindings: dict[str, list[_Binding]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Binding:
+class _Binding(NamedTuple):
     element: str  # the JSON key on the resource
     kind: str  # "code" or "CodeableConcept"
     value_set: str

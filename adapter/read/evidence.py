@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..fhir.ingest import Res
 from ..fhir.systems import LOINC, SNOMED
@@ -269,8 +268,7 @@ def _care_days(items: list[EvidenceItem], dos: dt.date) -> int | None:
 # --------------------------------------------------------------------------- conservative care words
 
 
-@dataclass(frozen=True, slots=True)
-class CareVocabulary:
+class CareVocabulary(NamedTuple):
     snomed: dict[str, str]
     words: list[tuple[str, Any]]
 

@@ -3,9 +3,8 @@ that say it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..fhir.ingest import Res
 from ..fhir.systems import CPT_LIKE_SYSTEMS, SNOMED
@@ -14,8 +13,7 @@ from ..tables import load_toml
 from .wording import says_facet
 
 
-@dataclass(frozen=True, slots=True)
-class CodeTables:
+class CodeTables(NamedTuple):
     facet_codes: dict[str, dict[str, Any]]
     imaging: dict[str, str]
     snomed_procedures: dict[str, dict[str, Any]]

@@ -13,8 +13,7 @@ Codes the reader filters on live here too: the facet and imaging CPT codes come 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..fhir.systems import CPT, HCPCS, HCPCS_HTTPS, LOINC
 from .facets import code_tables
@@ -38,8 +37,7 @@ Window = Literal["history", "day"]
 HISTORY_MONTHS = 24
 
 
-@dataclass(frozen=True, slots=True)
-class PatientType:
+class PatientType(NamedTuple):
     """A resource type of the patient's record: how it names its patient, and how a server search
     for it is narrowed."""
 
@@ -50,8 +48,7 @@ class PatientType:
     fixed_params: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Follow:
+class Follow(NamedTuple):
     """A reference the reader follows: from `source`, the element path `element` (dotted, list
     elements traversed), to one of `targets`. `include` is the search `_include` that brings the
     target along with the source, where one exists."""
@@ -66,8 +63,7 @@ class Follow:
         return tuple(self.element.split("."))
 
 
-@dataclass(frozen=True, slots=True)
-class Reverse:
+class Reverse(NamedTuple):
     """Resources of `source` that point at a resource of `target` through `element` (relief
     Observations point at their block): `revinclude` brings them with a search of the target."""
 

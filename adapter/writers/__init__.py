@@ -13,9 +13,8 @@ writes a held claim only when the caller forces it (docs/output.md, X12 837P).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -34,8 +33,7 @@ X12_MEDIA_TYPE = "application/EDI-X12"
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
 
 
-@dataclass(frozen=True, slots=True)
-class Writer:
+class Writer(NamedTuple):
     name: str
     media_type: str
     description: str

@@ -5,7 +5,7 @@ input. Nothing here decides: every fact comes from the `ClaimDecision`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..decision import ClaimDecision, DecidedLine, EvidenceEntry
 from ..rules.findings import Finding
@@ -16,8 +16,7 @@ _POS_SOURCE = {"option": "from --pos", "location": "from the encounter's locatio
 _USE = {"claim": "claim", "preauthorization": "prior authorization request"}
 
 
-@dataclass(frozen=True, slots=True)
-class ModifierNote:
+class ModifierNote(NamedTuple):
     """A modifier on a line and why, or (`present` False) one a coder may expect and why it is not there."""
 
     modifier: str
