@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .coding import Coding, coding_tables
 from .fhir.ingest import ResourceIndex
@@ -63,15 +63,13 @@ LevelOfService = Literal["elective", "urgent", "emergency"]
 _LEVELS: dict[str, LevelOfService] = {"stat": "emergency", "urgent": "urgent", "asap": "urgent"}
 
 
-@dataclass(frozen=True, slots=True)
-class DecidedDiagnosis:
+class DecidedDiagnosis(NamedTuple):
     sequence: int  # its position on the claim, from 1
     code: str  # dotted ICD-10-CM
     diagnosis: Diagnosis  # where it was read
 
 
-@dataclass(frozen=True, slots=True)
-class DecidedLine:
+class DecidedLine(NamedTuple):
     sequence: int
     line: ClaimLine
     description: str | None  # the CPT code's short description
@@ -91,8 +89,7 @@ class DecidedLine:
         return text if self.line.quantity == 1 else f"{text} x{self.line.quantity}"
 
 
-@dataclass(frozen=True, slots=True)
-class EvidenceEntry:
+class EvidenceEntry(NamedTuple):
     """One item of evidence that supports medical necessity, and the resource it comes from."""
 
     sequence: int

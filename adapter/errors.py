@@ -11,8 +11,7 @@ so this module is the one place that maps every error to its exit status and HTT
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 EXIT_OK = 0
 EXIT_HELD = 1  # written, but at least one error finding: the claim is held
@@ -21,8 +20,7 @@ EXIT_INTERNAL = 3  # a bug in the adapter: nothing written
 EXIT_UPSTREAM = 4  # a FHIR server or network failure
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorDetail:
+class ErrorDetail(NamedTuple):
     """One located problem inside an error (for example one schema violation)."""
 
     message: str

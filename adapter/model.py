@@ -3,13 +3,17 @@
 Reading (FHIR → this model) and coding (this model → claim lines) meet here. Nothing in this
 module knows FHIR JSON; every fact keeps the FHIRPath of the input element behind it so a
 finding can point at it.
+
+Values that never change once read (a level, an address, a party) are named tuples; records the
+reader fills in step by step are dataclasses: a named tuple's class costs a fraction of a frozen
+dataclass's to create, and a one-file `claim` creates every class of the model at start-up.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from .spine import Region, Side
 
@@ -23,8 +27,7 @@ Use = Literal["claim", "preauthorization"]
 FrequencyCategory = Literal["diagnostic", "therapeutic", "rfa"]
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
+class Level(NamedTuple):
     """One facet joint level; `joint` is None for a level known only from a CPT count."""
 
     joint: str | None
@@ -104,8 +107,7 @@ class Diagnosis:
     owner: str = ""  # the resource that holds the code (the Condition, or the Procedure of a reasonCode)
 
 
-@dataclass(frozen=True, slots=True)
-class ConditionOnset:
+class ConditionOnset(NamedTuple):
     """A Condition of the patient that counts (not refuted, not resolved before the date of
     service), whatever its coding: what pain duration is measured from
     (docs/input.md, supporting conditions and pain duration)."""
@@ -117,8 +119,7 @@ class ConditionOnset:
     is_reason: bool  # referenced by the session's reasonReference
 
 
-@dataclass(frozen=True, slots=True)
-class InvalidValue:
+class InvalidValue(NamedTuple):
     """An evidence Observation whose value is outside its scale: not used (evidence-invalid)."""
 
     source_key: str
@@ -214,8 +215,7 @@ class ClaimLine:
         return f"{names} facet joint(s), {side}"
 
 
-@dataclass(frozen=True, slots=True)
-class SessionRef:
+class SessionRef(NamedTuple):
     """One facet session of an input: what `list_sessions` lists and `code_session` codes."""
 
     patient: str
@@ -224,8 +224,7 @@ class SessionRef:
     procedures: tuple[str, ...]  # keys of the session's facet Procedures / ServiceRequests, sorted
 
 
-@dataclass(frozen=True, slots=True)
-class Address:
+class Address(NamedTuple):
     lines: tuple[str, ...] = ()
     city: str | None = None
     state: str | None = None
@@ -233,8 +232,7 @@ class Address:
     country: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Party:
+class Party(NamedTuple):
     """A person or organization the record names for the claim, with what billing formats ask of
     it. `key` is the resource key in the input (or the reference as written when the resource is
     not in the input); every other field is None when the record does not say."""
@@ -260,8 +258,7 @@ class Party:
         return person or (self.key or "not on record")
 
 
-@dataclass(frozen=True, slots=True)
-class Parties:
+class Parties(NamedTuple):
     """Who the claim is about, for and from (docs/output.md, parties)."""
 
     patient: Party
@@ -280,8 +277,7 @@ class Parties:
     facility: Party | None = None  # the session's Location
 
 
-@dataclass(frozen=True, slots=True)
-class CoverageFacts:
+class CoverageFacts(NamedTuple):
     """What pack selection reads: the patient's Coverage (nothing when there is none) and the state
     of the place of service (docs/input.md, payer profile)."""
 

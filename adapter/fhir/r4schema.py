@@ -17,16 +17,14 @@ import math
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 __all__ = ["SchemaIssue", "is_r4_resource_type", "r4_resource_types", "validate", "validate_with_depth"]
 
 
-@dataclass(frozen=True, slots=True)
-class SchemaIssue:
+class SchemaIssue(NamedTuple):
     path: str
     code: str
     message: str

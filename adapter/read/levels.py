@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ..spine import NERVES, VERTEBRAE, Side, joint_between, spine, union_side
 
@@ -49,8 +49,7 @@ _CLAUSE_BREAK = re.compile(r"[,;\n\r]|\.(?!\d)|(?<!\d)\.")
 _NERVE_CONTEXT = re.compile(r"medial[\s-]+branch|dorsal[\s-]+ram|third[\s-]+occipital", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class LevelMention:
+class LevelMention(NamedTuple):
     joint: str
     side: Side | None
     kind: LevelKind

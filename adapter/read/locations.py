@@ -11,7 +11,7 @@ itself is kept for engineers (the OperationOutcome's `expression`, the review's 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..fhir.ingest import Res, ResourceIndex
 
@@ -37,8 +37,7 @@ _WORDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(NamedTuple):
     """One input element behind a finding: the resource (as `Type/id`, or its type and place when
     it has no id), the element in words ("" for the whole resource), and the FHIRPath."""
 

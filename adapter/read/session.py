@@ -10,7 +10,7 @@ the parties the claim names.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ..errors import NoFacetProcedureError
 from ..fhir.ingest import Res, ResourceIndex
@@ -24,8 +24,7 @@ from .procedures import COUNTED_PROCEDURE
 from .record import PatientRecord, is_radiculopathy
 
 
-@dataclass(frozen=True, slots=True)
-class ReadOptions:
+class ReadOptions(NamedTuple):
     use: Use = "claim"
     pos: str | None = None
     prior_auth: str | None = None
@@ -141,8 +140,8 @@ def _with_place(facts: CoverageFacts, parties: Parties) -> CoverageFacts:
         if party is None or party.address is None or party.resource_type not in ("Location", "Organization"):
             continue
         if party.address.state or party.address.country:
-            return replace(
-                facts, place_state=party.address.state, place_country=party.address.country, place_from=party.key
+            return facts._replace(
+                place_state=party.address.state, place_country=party.address.country, place_from=party.key
             )
     return facts
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ..coding import Coding, Group
 from ..model import Case, ConditionOnset, Diagnosis
@@ -19,8 +19,7 @@ from .packs import Pack
 ProfileSource = Literal["option", "coverage", "place", "default"]
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
     """One occurrence of a rule: the message and where in the input it comes from; a fix more
     precise than the pack's hint when the rule knows what exactly is missing; and whether the
     adapter already changed the claim so the rule's denial does not happen."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..model import CoverageFacts
 from .context import ProfileSource
@@ -72,8 +72,7 @@ class _Packs:
 load_pack = _Packs()
 
 
-@dataclass(frozen=True, slots=True)
-class PackChoice:
+class PackChoice(NamedTuple):
     pack: Pack
     source: ProfileSource
     reason: str  # how the pack was chosen, in a coder's words (resource ids, never their content)
