@@ -189,9 +189,10 @@ def test_every_validating_model_has_a_runtime_class_with_the_same_fields() -> No
         assert names == list(model.model_fields), name
 
 
-def test_a_claim_starts_without_pydantic_or_the_x12_writer(tmp_path: Path) -> None:
+def test_a_claim_starts_without_pydantic_the_x12_writer_or_the_toml_parser(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    # The first run validates the packs it chooses from and keeps them; the second only reads them.
+    # The first run validates the packs it chooses from and parses its tables, and keeps them; the
+    # second only reads them.
     first = subprocess.run(
         [sys.executable, "-m", "adapter", "claim", str(EXAMPLE)], capture_output=True, env=env, timeout=120
     )
@@ -203,7 +204,7 @@ def test_a_claim_starts_without_pydantic_or_the_x12_writer(tmp_path: Path) -> No
         f"    main(['claim', {str(EXAMPLE)!r}])\n"
         "except SystemExit as exit:\n"
         "    assert exit.code == 0, exit.code\n"
-        "heavy = ('pydantic', 'x12sdk', 'adapter.writers.x12_837p', 'adapter.rules.table_schemas')\n"
+        "heavy = ('pydantic', 'x12sdk', 'adapter.writers.x12_837p', 'adapter.rules.table_schemas', 'tomllib')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
     )
     second = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env, timeout=120, check=False)
