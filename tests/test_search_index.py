@@ -88,19 +88,34 @@ def test_narrowed_searches_answer_as_a_full_scan(installed: None, tmp_path: Path
     assert result["compared"] > result["narrowed"]  # the rest: includes narrowed inside
 
 
-def test_the_check_sees_a_wrong_index(installed: None, tmp_path: Path) -> None:
-    """The check is not blind: an index that drops every second candidate fails it."""
+# Two wrong indexes: one that loses candidates, one whose token lookup ignores the system (it then
+# decides `identifier=|value` and `code=other-system|code` filters wrongly).
+WRONG_INDEXES = {
+    "drops every second candidate": (
+        "      matches.set(id, resource);",
+        "      dropped = !dropped;\n      if (!dropped) matches.set(id, resource);\n",
+        "  const matches = new Map();",
+        "  const matches = new Map();\n  let dropped = true;",
+    ),
+    "ignores token systems": (
+        "      keys.add(`s${system}|${code}`);",
+        "      keys.add(`c${code}`);",
+        "      keys.add(`s${system ? system.toLowerCase() : ''}|${code}`);",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("wrong", sorted(WRONG_INDEXES))
+def test_the_check_sees_a_wrong_index(installed: None, tmp_path: Path, wrong: str) -> None:
+    """The check is not blind: a wrong index fails it."""
     source = (SERVER_DIR / "search-index.mjs").read_text()
-    keep = "    if (possible) {"
-    assert source.count(keep) == 1
+    old_a, new_a, old_b, new_b = WRONG_INDEXES[wrong]
+    assert source.count(old_a) == 1 and source.count(old_b) == 1
     copy = tmp_path / "server"
     copy.mkdir()
     (copy / "node_modules").symlink_to(SERVER_DIR / "node_modules")
-    (copy / "search-index.mjs").write_text(
-        source.replace(keep, "    dropped = !dropped;\n    if (possible && !dropped) {").replace(
-            "  const narrowed = new Map();", "  const narrowed = new Map();\n  let dropped = true;"
-        )
-    )
+    (copy / "search-index.mjs").write_text(source.replace(old_a, new_a).replace(old_b, new_b))
     (copy / "search-index-check.mjs").write_text((SERVER_DIR / "search-index-check.mjs").read_text())
     _write_as_loaded(tmp_path / "population", [EXAMPLE] * 3, "w")
 

@@ -13,10 +13,12 @@
 // delete or transaction rollback has to update anything. A search with an exact reference filter
 // (`subject=Patient/x`, `part-of=Procedure/a,Procedure/b`) or an exact token filter
 // (`identifier=system|value`, `code=a,b`) keeps only the resources whose kept values contain one of
-// the filter's values, in their stored order; Medplum's own search then runs unchanged on those, so
-// matches, order, sorting, paging, `total` and includes are what a full scan gives. The values are
-// computed with Medplum's own functions (evalFhirPathTyped, convertToSearchableReferences,
-// convertToSearchableTokens), the ones its matching uses, so a resource left out could not match.
+// the filter's values, in their stored order. The values are computed with Medplum's own functions
+// (evalFhirPathTyped, convertToSearchableReferences, convertToSearchableTokens), the ones its
+// matching uses, and compared as its matchesReferenceFilter and matchesTokenValue compare them, so
+// a resource left out could not match and a resource kept matches those filters: Medplum's search
+// then runs on the resources kept with the search's other filters (dates, strings, modifiers), and
+// matches, order, sorting, paging, `total` and includes are what a full scan gives.
 //
 // Filters that narrow nothing (for them every resource is looked at, as before): modifiers and
 // prefixes (`:not`, `:missing`, `ge`), bare ids (`patient=x` matches any reference ending in
@@ -37,11 +39,15 @@ import {
   toTypedValue,
 } from '@medplum/core';
 
-const kept = new WeakMap(); // stored resource -> Map("reference|token \0 expression" -> Set of values, or null: unknown)
+const kept = new WeakMap(); // stored resource -> Map(key of kind and expression -> Set of keys, or null: unknown)
 const expressions = new LRUCache(1000);
 
-/** The values `filter` is compared with: reference strings, or lower-cased token codes. */
-function wantedValues(resourceType, filter) {
+/**
+ * What `filter` looks for, as keys of kept values: reference strings ("Patient/x"), or for tokens
+ * `s` + `system|code` (lower-cased; no system: `s|code`) and `c` + `code` (any system). Undefined
+ * when the filter cannot be looked up.
+ */
+function lookupOf(resourceType, filter) {
   if (filter.operator !== Operator.EQUALS || filter.code.includes('.')) {
     return undefined;
   }
@@ -51,32 +57,54 @@ function wantedValues(resourceType, filter) {
   }
   const values = splitSearchOnComma(filter.value);
   if (param.type === 'reference') {
-    // Only typed references ("Type/id") are compared as whole strings; a bare id matches by suffix.
-    return values.every((v) => v.includes('/')) ? wanted('reference', param, new Set(values)) : undefined;
+    // As matchesReferenceFilter: a typed reference ("Type/id") is compared as a whole string; a
+    // bare id matches by suffix, and an empty value matches a resource without the reference.
+    return values.every((v) => v.includes('/')) ? lookup(filter, 'reference', param, new Set(values)) : undefined;
   }
   if (param.type === 'token') {
-    const codes = new Set();
+    const keys = new Set();
     for (const value of values) {
-      // As Medplum's matchesTokenValue: the code is the part after the first `|`, compared lower-cased;
-      // `system|` (any code of a system) cannot be looked up by code.
-      const code = value.includes('|') ? value.split('|')[1]?.toLowerCase() : value.toLowerCase();
+      // As matchesTokenValue: `system|code` (the parts before and after the first `|`, up to the
+      // next), `|code` (no system) or `code` (any system), compared lower-cased; `system|` (any
+      // code of a system) is not looked up.
+      if (!value.includes('|')) {
+        keys.add(`c${value.toLowerCase()}`);
+        continue;
+      }
+      const [system, code] = value.split('|').map((part) => part.toLowerCase());
       if (!code) {
         return undefined;
       }
-      codes.add(code);
+      keys.add(`s${system}|${code}`);
     }
-    return wanted('token', param, codes);
+    return lookup(filter, 'token', param, keys);
   }
   return undefined;
 }
 
 // The key of a filter's kept values is built once per search: expressions are long (a union over
 // tens of resource types), and a key built per resource would be hashed afresh for each.
-function wanted(kind, param, values) {
-  return { kind, expression: param.expression, key: `${kind}\0${param.expression}`, values };
+function lookup(filter, kind, param, keys) {
+  return { filter, kind, expression: param.expression, key: `${kind}\0${param.expression}`, keys };
 }
 
-function valuesOf(resource, { kind, expression, key }) {
+/**
+ * The keys a token has: `s` + `system|code` and `c` + `code`. A system with a `|` in it gives a key
+ * no filter's can equal (the filter's parts have none), as it matches no filter in Medplum.
+ */
+function tokenKeys(tokens) {
+  const keys = new Set();
+  for (const { system, value } of tokens) {
+    if (typeof value === 'string') {
+      const code = value.toLowerCase();
+      keys.add(`s${system ? system.toLowerCase() : ''}|${code}`);
+      keys.add(`c${code}`);
+    }
+  }
+  return keys;
+}
+
+function keysOf(resource, { kind, expression, key }) {
   let byExpression = kept.get(resource);
   if (!byExpression) {
     byExpression = new Map();
@@ -85,65 +113,73 @@ function valuesOf(resource, { kind, expression, key }) {
   if (byExpression.has(key)) {
     return byExpression.get(key);
   }
-  let values;
+  let keys;
   try {
     const typed = evalFhirPathTyped(expression, [toTypedValue(resource)], undefined, expressions);
-    values =
+    keys =
       kind === 'reference'
         ? new Set(convertToSearchableReferences(typed))
-        : new Set(convertToSearchableTokens(typed).map((t) => t.value?.toLowerCase()));
+        : tokenKeys(convertToSearchableTokens(typed));
   } catch {
-    values = null; // kept as a candidate: the full match then fails (or throws) as it would have
+    keys = null; // unknown: kept as a candidate, and the filter left to Medplum, which fails as it would have
   }
-  byExpression.set(key, values);
-  return values;
+  byExpression.set(key, keys);
+  return keys;
 }
 
 /**
- * The resources of the searched type that can match `searchRequest`, as a Map in stored order, or
- * undefined when no filter can be looked up (then every resource is looked at, as before).
+ * The resources of the searched type that can match `searchRequest` (`matches`, a Map in stored
+ * order) and the filters they match for certain (`decided`: Medplum need not evaluate those on
+ * them again); undefined when no filter can be looked up (then every resource is looked at).
  */
 export function candidates(resources, searchRequest) {
   const filters = searchRequest.filters ?? [];
   if (filters.some((f) => f.code.includes('.'))) {
     return undefined; // a chained filter reads other resources through the repository's maps
   }
-  const lookups = filters.map((f) => wantedValues(searchRequest.resourceType, f)).filter(Boolean);
+  const lookups = filters.map((f) => lookupOf(searchRequest.resourceType, f)).filter(Boolean);
   const all = resources.get(searchRequest.resourceType);
   if (!lookups.length || !all) {
     return undefined;
   }
-  const narrowed = new Map();
+  const matches = new Map();
+  const unknown = new Set(); // filters some candidate's values could not be computed for
   for (const [id, resource] of all) {
-    const possible = lookups.every((filter) => {
-      const have = valuesOf(resource, filter);
+    let unsure;
+    const possible = lookups.every((wanted) => {
+      const have = keysOf(resource, wanted);
       if (have === null) {
+        (unsure ??= []).push(wanted.filter);
         return true;
       }
-      for (const value of have) {
-        if (filter.values.has(value)) {
+      for (const key of have) {
+        if (wanted.keys.has(key)) {
           return true;
         }
       }
       return false;
     });
     if (possible) {
-      narrowed.set(id, resource);
+      matches.set(id, resource);
+      unsure?.forEach((filter) => unknown.add(filter));
     }
   }
-  return narrowed;
+  const decided = new Set(lookups.map((wanted) => wanted.filter).filter((filter) => !unknown.has(filter)));
+  return { matches, decided };
 }
 
 /**
- * Runs MemoryRepository's `searchSync` (passed in) for `repo` on the candidates only: on a view of
- * the repository whose map of the searched type holds just them (the other types as they are).
+ * Runs MemoryRepository's `searchSync` (passed in) for `repo` on the candidates only, with the
+ * filters they match for certain left out: on a view of the repository whose map of the searched
+ * type holds just the candidates (the other types as they are).
  */
 export function narrowedSearch(repo, searchRequest, searchSync) {
-  const only = candidates(repo.resources, searchRequest);
-  if (!only) {
+  const found = candidates(repo.resources, searchRequest);
+  if (!found) {
     return searchSync.call(repo, searchRequest);
   }
   const view = new Map(repo.resources);
-  view.set(searchRequest.resourceType, only);
-  return searchSync.call(Object.create(repo, { resources: { value: view } }), searchRequest);
+  view.set(searchRequest.resourceType, found.matches);
+  const rest = { ...searchRequest, filters: searchRequest.filters.filter((filter) => !found.decided.has(filter)) };
+  return searchSync.call(Object.create(repo, { resources: { value: view } }), rest);
 }
