@@ -171,6 +171,35 @@ CREATE INDEX IF NOT EXISTS review_events_claim ON review_events (identifier, id)
 """
 
 
+# The next job a worker may take: due (pending or retry), or working under a lease that ran out;
+# the first by next_attempt_at (NULL for a working job: first), then id; of a lane with nothing
+# working under a live lease and no earlier job pending (schema 1 rows have no lane: not held).
+# Each state is searched on its own in the (state, next_attempt_at) index's order, up to the first
+# job that may run: one query over the three sorted every due job, milliseconds under a backlog.
+_CLAIMABLE = (
+    "SELECT id FROM ("
+    "SELECT * FROM (SELECT id, next_attempt_at FROM jobs AS j "
+    "WHERE state = 'working' AND lease_until <= :now "
+    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
+    "AND o.state = 'working' AND o.lease_until > :now) "
+    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id AND o.state = 'pending') "
+    "ORDER BY next_attempt_at, id LIMIT 1) UNION ALL "
+    "SELECT * FROM (SELECT id, next_attempt_at FROM jobs AS j "
+    "WHERE state = 'pending' AND next_attempt_at <= :now "
+    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
+    "AND o.state = 'working' AND o.lease_until > :now) "
+    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id AND o.state = 'pending') "
+    "ORDER BY next_attempt_at, id LIMIT 1) UNION ALL "
+    "SELECT * FROM (SELECT id, next_attempt_at FROM jobs AS j "
+    "WHERE state = 'retry' AND next_attempt_at <= :now "
+    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
+    "AND o.state = 'working' AND o.lease_until > :now) "
+    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id AND o.state = 'pending') "
+    "ORDER BY next_attempt_at, id LIMIT 1) "
+    ") ORDER BY next_attempt_at, id LIMIT 1"
+)
+
+
 class QueueError(AdapterError):
     """The queue database cannot be opened or written (disk full, permissions, corrupt file)."""
 
@@ -206,6 +235,7 @@ class JobQueue:
         self.policy = policy or RetryPolicy()
         self.clock = clock
         self._commit_lock = threading.Lock()
+        self._writer = threading.RLock()  # this process's writers, one at a time (see `transaction`)
         self._waiting_lock = threading.Lock()
         self._waiting: list[_Request] = []
         self._local = threading.local()
@@ -279,23 +309,31 @@ class JobQueue:
     ) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front: read-then-write decisions (dedupe,
         claiming a job) cannot interleave with another writer. `busy_seconds`: how long to wait
-        for a lock another connection holds before failing with QueueError."""
-        conn = self._cached(busy_seconds, durable)
+        for a lock another connection holds before failing with QueueError. This process's threads
+        take turns at a lock of their own first: SQLite's wait polls with growing sleeps (1, 2, 5,
+        10 … 100 ms), a thread lock lets the next writer go as soon as the commit is done."""
+        started = time.monotonic()
+        if not self._writer.acquire(timeout=busy_seconds):
+            raise QueueError(f"The queue database {self.path} failed: database is locked.")
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._cached(max(0.001, busy_seconds - (time.monotonic() - started)), durable)
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            self._forget()
-            raise QueueError(f"The queue database {self.path} failed: {exc}.") from None
-        except BaseException:
-            if conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
                 self._forget()
-            raise
+                raise QueueError(f"The queue database {self.path} failed: {exc}.") from None
+            except BaseException:
+                if conn.in_transaction:
+                    self._forget()
+                raise
+        finally:
+            self._writer.release()
 
     def read(
         self, sql: str, params: Sequence[Any] = (), *, busy_seconds: float = WORKER_BUSY_SECONDS
@@ -419,18 +457,7 @@ class JobQueue:
         """Take the next due job (or one whose lease ran out) and mark it working."""
         now = self.clock()
         with self.transaction(durable=False) as conn:
-            # Lanes: nothing else of the job's lane working (under a live lease), and no earlier
-            # job of its lane still pending. Rows of schema 1 have no lane and are not held.
-            row = conn.execute(
-                "SELECT id FROM jobs AS j WHERE ((state IN ('pending', 'retry') AND next_attempt_at <= :now) "
-                "OR (state = 'working' AND lease_until <= :now)) "
-                "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
-                "AND o.state = 'working' AND o.lease_until > :now) "
-                "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id "
-                "AND o.state = 'pending') "
-                "ORDER BY next_attempt_at, id LIMIT 1",
-                {"now": now},
-            ).fetchone()
+            row = conn.execute(_CLAIMABLE, {"now": now}).fetchone()
             if row is None:
                 return None
             claimed = conn.execute(
