@@ -221,10 +221,10 @@ def test_a_batch_answer_with_more_than_one_page_is_searched_again_on_its_own() -
 
 
 @pytest.mark.server
-def test_a_sync_takes_five_round_trips(fhir_server: FhirTestServer) -> None:
-    """Before the batch: 14 (the focus, the patient, nine searches, the Claim lookup, the write,
-    the retirement search). Now: the focus, one batch, the Claim lookup, the write, the retirement
-    search."""
+def test_a_sync_takes_four_round_trips(fhir_server: FhirTestServer) -> None:
+    """Before the batches: 14 (the focus, the patient, nine searches, the Claim lookup, the write,
+    the retirement search). Now: the focus, one batch of reads, one batch of the write-back's
+    lookups (the Claim, its Task, the patient's Claims), the write."""
     client = FhirClient(fhir_server.base_url)
     prefix = f"rt{time.monotonic_ns() % 10**8}-"
     record = (REPO / "examples" / "medicare-lumbar-bilateral" / "input.json").read_bytes()
@@ -240,8 +240,14 @@ def test_a_sync_takes_five_round_trips(fhir_server: FhirTestServer) -> None:
     client.transport.send = counting  # type: ignore[method-assign]
     outcome = sync_procedure(client, f"Procedure/{prefix}mbb-l4l5", Options(payer="medicare"))
     assert outcome.claim_action == "created"
-    assert len(sent) == 5, sent
-    assert sum(1 for request in sent if request == "POST [base]") == 2  # the batch of reads, the write
+    assert len(sent) == 4, sent
+    assert sum(1 for request in sent if request == "POST [base]") == 3  # the two batches, the write
+
+    # Synced again with nothing changed: the focus and the two batches; nothing written.
+    sent.clear()
+    again = sync_procedure(client, f"Procedure/{prefix}mbb-l4l5", Options(payer="medicare"))
+    assert again.claim_action == "unchanged" and again.claim_id == outcome.claim_id
+    assert len(sent) == 3, sent
 
 
 # --------------------------------------------------------------------------- one deadline per sync
