@@ -45,11 +45,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ..errors import EXIT_INTERNAL, AdapterError, UsageError
 from .jobs import (
     ACTIVE_STATES,
+    CLAIMABLE,
     STATES,
     Enqueued,
     Job,
@@ -171,35 +172,6 @@ CREATE INDEX IF NOT EXISTS review_events_claim ON review_events (identifier, id)
 """
 
 
-# The next job a worker may take: due (pending or retry), or working under a lease that ran out;
-# the first by next_attempt_at (NULL for a working job: first), then id; of a lane with nothing
-# working under a live lease and no earlier job pending (schema 1 rows have no lane: not held).
-# Each state is searched on its own in the (state, next_attempt_at) index's order, up to the first
-# job that may run: one query over the three sorted every due job, milliseconds under a backlog.
-_CLAIMABLE = (
-    "SELECT id FROM ("
-    "SELECT * FROM (SELECT id, next_attempt_at FROM jobs AS j "
-    "WHERE state = 'working' AND lease_until <= :now "
-    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
-    "AND o.state = 'working' AND o.lease_until > :now) "
-    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id AND o.state = 'pending') "
-    "ORDER BY next_attempt_at, id LIMIT 1) UNION ALL "
-    "SELECT * FROM (SELECT id, next_attempt_at FROM jobs AS j "
-    "WHERE state = 'pending' AND next_attempt_at <= :now "
-    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
-    "AND o.state = 'working' AND o.lease_until > :now) "
-    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id AND o.state = 'pending') "
-    "ORDER BY next_attempt_at, id LIMIT 1) UNION ALL "
-    "SELECT * FROM (SELECT id, next_attempt_at FROM jobs AS j "
-    "WHERE state = 'retry' AND next_attempt_at <= :now "
-    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
-    "AND o.state = 'working' AND o.lease_until > :now) "
-    "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id AND o.state = 'pending') "
-    "ORDER BY next_attempt_at, id LIMIT 1) "
-    ") ORDER BY next_attempt_at, id LIMIT 1"
-)
-
-
 class QueueError(AdapterError):
     """The queue database cannot be opened or written (disk full, permissions, corrupt file)."""
 
@@ -283,13 +255,17 @@ class JobQueue:
         """This thread's connection, kept open: opening one costs little, but closing the last
         connection to a WAL database checkpoints it with a sync, which cost every call ~20 ms."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        # Settings are sent only when they change: each statement hands the interpreter lock over
+        # and back, which under busy workers costs a notification about a millisecond a time.
+        wanted = (int(busy_seconds * 1000), durable)
         try:
             if conn is None:
                 conn = self._connect(busy_seconds, durable=durable)
-                self._local.conn = conn
-            else:
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
+                self._local.conn, self._local.settings = conn, wanted
+            elif self._local.settings != wanted:
+                conn.execute(f"PRAGMA busy_timeout = {wanted[0]}")
                 conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._local.settings = wanted
         except sqlite3.DatabaseError as exc:
             self._forget()
             raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
@@ -316,7 +292,8 @@ class JobQueue:
         if not self._writer.acquire(timeout=busy_seconds):
             raise QueueError(f"The queue database {self.path} failed: database is locked.")
         try:
-            conn = self._cached(max(0.001, busy_seconds - (time.monotonic() - started)), durable)
+            waited = time.monotonic() - started
+            conn = self._cached(busy_seconds if waited < 0.05 else max(0.001, busy_seconds - waited), durable)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -380,16 +357,21 @@ class JobQueue:
         try:
             with self.transaction(busy_seconds) as conn:
                 for request in batch:
-                    conn.execute("SAVEPOINT request")
+                    # One notice without an observer writes one row as its last step: nothing to undo.
+                    undo = request.observe is not None or len(request.notices) > 1
+                    if undo:
+                        conn.execute("SAVEPOINT request")
                     try:
                         extra = list(request.observe(conn)) if request.observe is not None else []
                         request.results = [self.enqueue_in(conn, n, now) for n in [*request.notices, *extra]]
                     except sqlite3.DatabaseError:
                         raise
                     except Exception as exc:
-                        conn.execute("ROLLBACK TO request")
+                        if undo:
+                            conn.execute("ROLLBACK TO request")
                         request.error = exc
-                    conn.execute("RELEASE request")
+                    if undo:
+                        conn.execute("RELEASE request")
         except Exception as exc:
             for request in batch:
                 request.error = exc
@@ -423,17 +405,14 @@ class JobQueue:
                     "UPDATE jobs SET deliveries = deliveries + 1, updated_at = ? WHERE id = ?", (now, waiting["id"])
                 )
                 return Enqueued(waiting["id"], False, waiting["state"])
-        elif notice.dedupe_key is not None:
-            existing = conn.execute("SELECT id, state FROM jobs WHERE dedupe_key = ?", (notice.dedupe_key,)).fetchone()
-            if existing is not None:
-                conn.execute(
-                    "UPDATE jobs SET deliveries = deliveries + 1, updated_at = ? WHERE id = ?", (now, existing["id"])
-                )
-                return Enqueued(existing["id"], False, existing["state"])
-        cursor = conn.execute(
+        # A notice with a dedupe key already queued only counts the delivery (one statement: a
+        # new row has deliveries 1, an existing one at least 2 after it).
+        row = conn.execute(
             "INSERT INTO jobs (kind, source, resource_type, resource_id, version, dedupe_key, state, "
             "created_at, updated_at, next_attempt_at, lane, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) "
+            "ON CONFLICT (dedupe_key) DO UPDATE SET deliveries = deliveries + 1, updated_at = excluded.updated_at "
+            "RETURNING id, state, deliveries",
             (
                 notice.kind,
                 notice.source,
@@ -448,8 +427,8 @@ class JobQueue:
                 "ping" if notice.kind == "requery" and notice.source == "backport" else notice.job_lane,
                 notice.detail,
             ),
-        )
-        return Enqueued(int(cast(int, cursor.lastrowid)), True, "pending")
+        ).fetchone()
+        return Enqueued(int(row["id"]), row["deliveries"] == 1, row["state"])
 
     # ------------------------------------------------------------------ the worker's side
 
@@ -457,7 +436,7 @@ class JobQueue:
         """Take the next due job (or one whose lease ran out) and mark it working."""
         now = self.clock()
         with self.transaction(durable=False) as conn:
-            row = conn.execute(_CLAIMABLE, {"now": now}).fetchone()
+            row = conn.execute(CLAIMABLE, {"now": now}).fetchone()
             if row is None:
                 return None
             claimed = conn.execute(
