@@ -88,14 +88,21 @@ def test_narrowed_searches_answer_as_a_full_scan(installed: None, tmp_path: Path
     assert result["compared"] > result["narrowed"]  # the rest: includes narrowed inside
 
 
-# Two wrong indexes: one that loses candidates, one whose token lookup ignores the system (it then
-# decides `identifier=|value` and `code=other-system|code` filters wrongly).
+# Wrong indexes: one that loses candidates, one whose token lookup ignores the system (it then
+# decides `identifier=|value` and `code=other-system|code` filters wrongly), one that takes the
+# answer kept for a filter with another value.
 WRONG_INDEXES = {
     "drops every second candidate": (
         "      matches.set(id, resource);",
         "      dropped = !dropped;\n      if (!dropped) matches.set(id, resource);\n",
         "  const matches = new Map();",
         "  const matches = new Map();\n  let dropped = true;",
+    ),
+    "keeps an answer for another date": (
+        "  const key = `${filter.code}\\0${filter.operator}\\0${filter.value}`;",
+        "  const key = `${filter.code}\\0${filter.operator}`;",
+        "const MAX_ANSWERS = 64;",
+        "const MAX_ANSWERS = 64;",
     ),
     "ignores token systems": (
         "      keys.add(`s${system}|${code}`);",

@@ -6,12 +6,13 @@
 // client may use (typed and bare references, comma lists, `system|code`, `|code`, `system|`, other
 // case, values no resource has, `:not`, `:missing`), two filters at once, sorting and paging,
 // `_include`, `_revinclude` (one and two, `:iterate`, a search without filters whose `_revinclude`
-// names every base resource), and conditional create, update and delete. Each runs once as a full
-// scan and once narrowed (the hook server.mjs uses), and the answers are compared: matches, their
-// order and versions, `total`, included resources, and for conditional writes the outcome and the
-// stored state after it (each is undone before the next). The searches run twice: on the data as
-// loaded, and again after a third of the resources were updated to another resource's content and
-// a fifth deleted, so a value kept for a resource that changed would show.
+// names every base resource), date filters (every prefix) and string filters beside a narrowing
+// one, and conditional create, update and delete. Each runs once as a full scan and once narrowed
+// (the hook server.mjs uses), and the answers are compared: matches, their order and versions,
+// `total`, included resources, and for conditional writes the outcome and the stored state after
+// it (each is undone before the next). The searches run twice: on the data as loaded, and again
+// after a third of the resources were updated to another resource's content and a fifth deleted,
+// so a value or an answer kept for a resource that changed would show.
 //
 // A search with nothing to narrow and no includes is counted and not run: the hook hands it to
 // MemoryRepository's searchSync as it is. Prints one JSON line: {"repositories", "resources",
@@ -170,6 +171,37 @@ function filtersFor(code, param, values) {
   return [...queries];
 }
 
+const DATE_PREFIXES = ['', 'eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap'];
+
+/** Date filters (every prefix, on days and instants resources have, and long before and after) and
+ * string filters. */
+function otherFilters(code, param, stored) {
+  const filters = new Set([`${code}:missing=true`, `${code}:missing=false`]);
+  const values = [];
+  for (const resource of stored.slice(0, 20)) {
+    try {
+      values.push(...evalFhirPathTyped(param.expression, [toTypedValue(resource)]).map((v) => v.value));
+    } catch {
+      // nothing to sample
+    }
+  }
+  if (param.type === 'date') {
+    const instants = values.flatMap((v) => (typeof v === 'string' ? [v] : [v?.start, v?.end])).filter(Boolean);
+    for (const prefix of DATE_PREFIXES) {
+      for (const instant of [instants[0]?.slice(0, 10), instants[1], '2100-12-31T23:59:59Z'].filter(Boolean)) {
+        filters.add(`${code}=${prefix}${encodeURIComponent(instant)}`);
+      }
+    }
+  } else if (param.type === 'string') {
+    for (const text of values.filter((v) => typeof v === 'string').slice(0, 2)) {
+      filters.add(`${code}=${encodeURIComponent(text.slice(0, 3))}`);
+      filters.add(`${code}:exact=${encodeURIComponent(text)}`);
+      filters.add(`${code}:contains=${encodeURIComponent(text.slice(1, 4))}`);
+    }
+  }
+  return param.type === 'date' || param.type === 'string' ? [...filters] : [];
+}
+
 /** Every check for the repository's data: [kind, resourceType, query]. */
 function checksFor(repo) {
   const checks = [];
@@ -198,6 +230,16 @@ function checksFor(repo) {
             named.add(`${resourceType}:${code}`);
             revincludes.set(value, named);
           }
+        }
+      }
+    }
+    // Each date and string parameter beside a narrowing filter (`_id`, cheap for the full scan):
+    // those filters are answered per resource kept, with Medplum's matching, and the answers kept.
+    const narrowing = `_id=${stored.slice(0, 3).map((r) => encodeURIComponent(r.id)).join(',')}`;
+    for (const [code, param] of Object.entries(getSearchParameters(resourceType) ?? {})) {
+      if (typeof param.expression === 'string') {
+        for (const filter of otherFilters(code, param, stored)) {
+          checks.push(['search', resourceType, `${narrowing}&${filter}`]);
         }
       }
     }

@@ -16,9 +16,13 @@
 // the filter's values, in their stored order. The values are computed with Medplum's own functions
 // (evalFhirPathTyped, convertToSearchableReferences, convertToSearchableTokens), the ones its
 // matching uses, and compared as its matchesReferenceFilter and matchesTokenValue compare them, so
-// a resource left out could not match and a resource kept matches those filters: Medplum's search
-// then runs on the resources kept with the search's other filters (dates, strings, modifiers), and
-// matches, order, sorting, paging, `total` and includes are what a full scan gives.
+// a resource left out could not match and a resource kept matches those filters. The search's
+// other filters (dates, strings, modifiers) are then answered for each resource kept by Medplum's
+// own matchesSearchRequest, one filter at a time, and the answer is kept beside the resource too
+// (at most 64 a resource): a sync's Procedure and Encounter searches by date repeat, and the
+// multi-type `date` expression costs 0.6-0.8 ms an evaluation. Medplum's search then runs on the
+// resources left with no filter it has to evaluate again, so matches, order, sorting, paging,
+// `total` and includes are what a full scan gives.
 //
 // Filters that narrow nothing (for them every resource is looked at, as before): modifiers and
 // prefixes (`:not`, `:missing`, `ge`), bare ids (`patient=x` matches any reference ending in
@@ -34,6 +38,7 @@ import {
   evalFhirPathTyped,
   globalSchema,
   LRUCache,
+  matchesSearchRequest,
   Operator,
   splitSearchOnComma,
   toTypedValue,
@@ -130,7 +135,8 @@ function keysOf(resource, { kind, expression, key }) {
 /**
  * The resources of the searched type that can match `searchRequest` (`matches`, a Map in stored
  * order) and the filters they match for certain (`decided`: Medplum need not evaluate those on
- * them again); undefined when no filter can be looked up (then every resource is looked at).
+ * them again); undefined when no filter can be looked up (then every resource is looked at, and
+ * nothing is kept).
  */
 export function candidates(resources, searchRequest) {
   const filters = searchRequest.filters ?? [];
@@ -165,7 +171,45 @@ export function candidates(resources, searchRequest) {
     }
   }
   const decided = new Set(lookups.map((wanted) => wanted.filter).filter((filter) => !unknown.has(filter)));
+  // The search's other filters (dates, strings, modifiers) on the resources left: Medplum's own
+  // answer for one filter on one stored resource is kept beside it, as its values are.
+  for (const filter of filters) {
+    if (decided.has(filter)) {
+      continue;
+    }
+    try {
+      for (const [id, resource] of matches) {
+        if (!answerOf(resource, searchRequest.resourceType, filter)) {
+          matches.delete(id); // fails this filter, so the whole search
+        }
+      }
+      decided.add(filter);
+    } catch {
+      // left to Medplum, which fails on the same resource
+    }
+  }
   return { matches, decided };
+}
+
+const answered = new WeakMap(); // stored resource -> Map(filter key -> whether it matches)
+const MAX_ANSWERS = 64; // per resource; the oldest is forgotten first
+
+function answerOf(resource, resourceType, filter) {
+  let answers = answered.get(resource);
+  if (!answers) {
+    answers = new Map();
+    answered.set(resource, answers);
+  }
+  const key = `${filter.code}\0${filter.operator}\0${filter.value}`;
+  let answer = answers.get(key);
+  if (answer === undefined) {
+    answer = matchesSearchRequest(resource, { resourceType, filters: [filter] });
+    if (answers.size >= MAX_ANSWERS) {
+      answers.delete(answers.keys().next().value);
+    }
+    answers.set(key, answer);
+  }
+  return answer;
 }
 
 /**
