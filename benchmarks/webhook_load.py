@@ -23,6 +23,17 @@ are shared.
 hold rate procedures at least). `--soak-minutes` runs that long and samples the service's
 resident memory and open files every 10 s (`soak` in the JSON). All traffic stays on 127.0.0.1;
 every loop is bounded by the duration given. Not part of the test suite or CI.
+
+`cpu_s` and `cpu_share` say how much CPU `serve`, the test server and this script's own client
+used from the first notification until the queue was empty (share 1.0: one core the whole time;
+this machine has two). Where the time goes:
+
+    --phases DIR    wall and CPU time per phase of a sync (gather, coding, write-back, retirement,
+                    the /review record, the queue's claim and complete, a notification's enqueue)
+    --profile DIR   cProfile statistics of serve's threads and a CPU profile of the test server
+                    (node --cpu-prof); cProfile slows serve down, so compare shares, not times
+
+(benchmarks/profiled_serve.py runs `serve` for both.)
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -84,7 +96,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 @contextmanager
-def service(fhir_base: str, db: Path, workers: int, log_path: Path, repo: Path) -> Iterator[tuple[str, int]]:
+def service(
+    fhir_base: str, db: Path, workers: int, log_path: Path, repo: Path, measure: list[str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """`serve` of `repo`; with `measure` (profiled_serve.py's arguments), under that script."""
     port = free_port()
     log = log_path.open("ab")
     env = {**os.environ, "PYTHONPATH": str(repo), "FACET_ADAPTER_LOG": "WARNING"}
@@ -93,7 +108,8 @@ def service(fhir_base: str, db: Path, workers: int, log_path: Path, repo: Path) 
     process = subprocess.Popen(  # noqa: S603 (our own command line, no shell)
         [
             sys.executable,
-            *("-m", "adapter", "serve", "--fhir-base", fhir_base, "--port", str(port)),
+            *([str(Path(__file__).with_name("profiled_serve.py")), *measure] if measure else ["-m", "adapter"]),
+            *("serve", "--fhir-base", fhir_base, "--port", str(port)),
             *("--hook-token", TOKEN, "--db", str(db), "--payer", "medicare"),
             *options,
         ],
@@ -144,6 +160,19 @@ def process_sample(pid: int) -> dict[str, float]:
     status = Path(f"/proc/{pid}/status").read_text()
     rss_kb = int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
     return {"rss_mb": round(rss_kb / 1024, 1), "open_files": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far (a None pid: this process)."""
+    used: dict[str, float] = {}
+    for name, pid in pids.items():
+        if pid is None:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            used[name] = usage.ru_utime + usage.ru_stime
+        else:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            used[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
 
 
 def offer(
@@ -246,7 +275,24 @@ def main() -> None:
     parser.add_argument("--distinct", action="store_true", help="each second's notifications for different Procedures")
     parser.add_argument("--soak-minutes", type=float, default=None, help="soak: offer for this long, sample memory")
     parser.add_argument("--drain-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="write cProfile statistics of serve's threads and a CPU profile of the test server here",
+    )
+    parser.add_argument(
+        "--phases", type=Path, default=None, help="write the wall and CPU time of each phase of a sync here"
+    )
     args = parser.parse_args()
+    measure: list[str] | None = None
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        # Node writes the profile when the server exits (it exits on SIGTERM).
+        os.environ["NODE_OPTIONS"] = f"--cpu-prof --cpu-prof-dir={args.profile.resolve()}"
+        measure = [str(args.profile.resolve())]
+    elif args.phases:
+        measure = [str(args.phases.resolve()), "--timers"]
     seconds = args.soak_minutes * 60 if args.soak_minutes else args.seconds
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="webhook-load-") as folder, start_fhir_test_server() as fhir:
@@ -255,7 +301,8 @@ def main() -> None:
         prefix = f"w{os.urandom(3).hex()}-"
         procedures = load_population(client, args.patients, prefix)
         sys.stderr.write(f"loaded {args.patients} patients ({len(procedures)} facet procedures)\n")
-        with service(fhir.base_url, db, args.workers, Path(folder) / "serve.log", args.serve_repo) as (url, pid):
+        log_path = Path(folder) / "serve.log"
+        with service(fhir.base_url, db, args.workers, log_path, args.serve_repo, measure) as (url, pid):
             samples: list[dict[str, float]] = []
 
             def sample(second: int) -> None:
@@ -263,9 +310,15 @@ def main() -> None:
                     samples.append({"t": second, **process_sample(pid)})
 
             sys.stderr.write(f"offering {args.rate:g}/s for {seconds:g} s\n")
+            pids: dict[str, int | None] = {"serve": pid, "client": None}
+            if fhir.process is not None:  # not with FHIR_BASE_URL
+                pids["fhir_server"] = fhir.process.pid
+            cpu_before = cpu_seconds(pids)
             first_sent = time.time()
             sent = offer(url, procedures, args.rate, seconds, args.distinct, args.senders, sample)
             drain(db, args.drain_timeout)
+            drained = time.time()
+            cpu_after = cpu_seconds(pids)
             if args.soak_minutes:
                 samples.append({"t": int(seconds), **process_sample(pid)})
         jobs = {job.id: job for job in JobQueue(db, create=False).jobs()}
@@ -299,6 +352,13 @@ def main() -> None:
         "load_before": load_before,
         "load_after": load_average(),
         "accept_mean_ms": round(statistics.fmean(accept_ms), 1) if accept_ms else None,
+        # From the first notification until the queue was empty: CPU seconds of each process, and
+        # their share of that wall time (1.0 = one core busy the whole time).
+        "cpu_s": {name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before},
+        "cpu_share": {
+            name: round((cpu_after[name] - cpu_before[name]) / max(0.001, drained - first_sent), 2)
+            for name in cpu_before
+        },
     }
     if args.soak_minutes:
         result["soak"] = {

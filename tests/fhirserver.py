@@ -204,3 +204,24 @@ def make_fhir_server_fixture(
             yield server
 
     return _fhir_server
+
+
+def node_command() -> list[str]:
+    """The Node.js command line the start script runs server.mjs with, for other scripts of the
+    test server's folder (its packages must be installed: start the server once first): the pinned
+    Node 22, else the system node (Node 20/21 with --experimental-websocket, as the script does)."""
+    pinned = SERVER_DIR / "node_modules" / ".bin" / "node"
+    candidates = [os.environ.get("FHIR_TEST_SERVER_NODE", ""), str(pinned), shutil.which("node") or ""]
+    for node in filter(None, candidates):
+        try:
+            version = subprocess.run(
+                [node, "-p", "process.versions.node"], capture_output=True, text=True, timeout=30, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+        if major >= 22:
+            return [node]
+        if major >= 20:
+            return [node, "--experimental-websocket"]
+    raise FhirTestServerUnavailable("no usable Node.js found (neither the pinned Node 22 nor a system node >= 20)")

@@ -226,7 +226,9 @@ def test_a_search_that_misses_the_claim_does_not_make_a_second(
     first = sync_procedure(client, f"{p}mbb-dora", MEDICARE)
     real_find = adapter.server.writeback.find_one
     monkeypatch.setattr(
-        adapter.server.writeback, "find_one", lambda c, t, q: None if t == "Claim" else real_find(c, t, q)
+        adapter.server.writeback,
+        "find_one",
+        lambda c, t, q, found=None: None if t == "Claim" else real_find(c, t, q, found),
     )
     again = sync_procedure(client, f"{p}mbb-dora", MEDICARE)
     assert (again.claim_id, again.claim_action, again.task_action) == (first.claim_id, "unchanged", "unchanged")

@@ -175,7 +175,7 @@ def _run_reads(
         else:
             _read_patient(client, found, key, pid)
     for (resource_type, params), (status, bundle) in zip(searches, results[len(reads) :], strict=True):
-        if status == 200 and bundle is not None and _whole_page(bundle):
+        if status == 200 and bundle is not None and whole_page(bundle):
             for entry in bundle.get("entry") or []:
                 resource = entry.get("resource") if isinstance(entry, dict) else None
                 if isinstance(resource, dict):
@@ -191,7 +191,7 @@ def _read_patient(client: FhirClient, found: _Found, key: str, pid: str) -> None
         log.warning("%s names Patient/%s, which the server does not have", key, pid)
 
 
-def _whole_page(bundle: Mapping[str, Any]) -> bool:
+def whole_page(bundle: Mapping[str, Any]) -> bool:
     """A searchset that holds every match: no next link, and no `total` above the matches."""
     if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "searchset":
         return False

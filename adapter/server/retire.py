@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..fhir.client import FhirClient
 from ..fhir.values import reference_of
 from ..pipeline import Result
 from ..writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM
+from .lookups import patient_claims_params
 from .outcome import SyncOutcome
 from .writeback import OPEN_TASK_STATUSES, RESOLVED, find_one, task_identifier
 
@@ -48,14 +49,17 @@ def retire_superseded(
     keep: str | None,
     dry_run: bool = False,
     now: dt.datetime | None = None,
+    claims: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """Cancel the adapter's other open Claims of `patient` that bill any of `procedures` (and close
-    their Tasks). Returns the `Claim/id`s retired (or, with dry_run, that would be)."""
+    their Tasks). Returns the `Claim/id`s retired (or, with dry_run, that would be). `claims`: the
+    patient's Claims of this use, when already searched (adapter.server.lookups)."""
     if not patient or not procedures:
         return []
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
     retired: list[str] = []
-    for claim in client.search("Claim", [("patient", client.relative(patient)), ("use", use)]):
+    found = claims if claims is not None else client.search("Claim", patient_claims_params(client, patient, use))
+    for claim in found:
         claim_id = str(claim.get("id"))
         if (
             claim.get("resourceType") != "Claim"
@@ -93,10 +97,16 @@ def _close_task(client: FhirClient, task_ident: str, stamp: str) -> None:
 
 
 def retire_others(
-    client: FhirClient, result: Result, outcome: SyncOutcome, *, dry_run: bool, now: dt.datetime | None
+    client: FhirClient,
+    result: Result,
+    outcome: SyncOutcome,
+    *,
+    dry_run: bool,
+    now: dt.datetime | None,
+    claims: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
     decision = result.decision
     billed = {client.relative(key) if "://" in key else key for key in decision.procedures}
     outcome.retired = retire_superseded(
-        client, decision.patient, billed, decision.use, keep=outcome.claim_id, dry_run=dry_run, now=now
+        client, decision.patient, billed, decision.use, keep=outcome.claim_id, dry_run=dry_run, now=now, claims=claims
     )

@@ -30,8 +30,9 @@ from .outcome import SyncOutcome, failed_outcome
 
 if TYPE_CHECKING:
     from .answers import PayerOptions
+from .lookups import identifier_query, look_up
 from .retire import retire_others, retire_superseded
-from .writeback import write_back
+from .writeback import task_identifier, write_back
 
 __all__ = ["SyncOutcome", "combined_exit", "failed_outcome", "sync_patient", "sync_procedure", "sync_since"]
 
@@ -85,9 +86,18 @@ def _write_and_retire(
     payer: PayerOptions | None = None,
 ) -> SyncOutcome:
     """Write the session's Claim (and Task), then retire the adapter's other open Claims that
-    bill its procedures (with dry_run, say which would be); with `payer`, submit the Claim."""
-    outcome = write_back(client, result, procedure, dry_run=dry_run, now=now)
-    retire_others(client, result, outcome, dry_run=dry_run, now=now)
+    bill its procedures (with dry_run, say which would be); with `payer`, submit the Claim. What
+    both read first is read in one round trip (adapter.server.lookups)."""
+    ident = result.decision.identifier
+    lookups = look_up(
+        client,
+        claim_query=identifier_query(ident),
+        task_query=identifier_query(task_identifier(ident)),
+        patient=result.decision.patient,
+        use=result.decision.use,
+    )
+    outcome = write_back(client, result, procedure, dry_run=dry_run, now=now, lookups=lookups)
+    retire_others(client, result, outcome, dry_run=dry_run, now=now, claims=lookups.patient_claims)
     if payer is not None:
         from .answers import submit_and_record
 

@@ -44,6 +44,7 @@ from ..rules.findings import Finding
 from ..writers.fhir_claim import IDENTIFIER_SYSTEM, PACK_TAG_SYSTEM
 from ..writers.outcome import RULE_SYSTEM
 from ..writers.server_claim import server_claim
+from .lookups import Lookups, identifier_query
 from .outcome import SyncOutcome
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,11 @@ def write_back(
     *,
     dry_run: bool = False,
     now: dt.datetime | None = None,
+    lookups: Lookups | None = None,
 ) -> SyncOutcome:
     """Write `result`'s Claim (and Task) to the server idempotently; see the module docstring.
-    The Claims this one supersedes are left to `adapter.server.retire.retire_others`."""
+    The Claims this one supersedes are left to `adapter.server.retire.retire_others`. `lookups`:
+    the Claim's and Task's searches already made (adapter.server.lookups)."""
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
     decision = result.decision
     ident = decision.identifier
@@ -169,13 +172,15 @@ def write_back(
         pack_version=decision.pack_version,
         fingerprint=override_fingerprint(claim, result.findings),
     )
-    claim_query = f"identifier={IDENTIFIER_SYSTEM}|urn:uuid:{ident}"
-    task_ident = task_identifier(ident)
-    task_query = f"identifier={IDENTIFIER_SYSTEM}|urn:uuid:{task_ident}"
+    claim_query = identifier_query(ident)
+    task_query = identifier_query(task_identifier(ident))
+    found = lookups or Lookups()
     known_id: str | None = None
     for _ in range(MAX_WRITE_ATTEMPTS):
         # Once a write has named the Claim, read it by id: a search index may lag behind a write.
-        existing = client.read("Claim", known_id) if known_id else find_one(client, "Claim", claim_query)
+        # The Task looked up with the Claim goes with it; with a Claim read again, it is searched again.
+        existing = client.read("Claim", known_id) if known_id else find_one(client, "Claim", claim_query, found.claim)
+        task_found = None if known_id else found.task
         if existing is None:
             task = (
                 held_task(_claim_entry_url(ident), decision.patient, ident, result.findings, stamp)
@@ -197,7 +202,7 @@ def write_back(
             log.info("Claim/%s changed while syncing; reading it again", existing.get("id"))
             known_id = str(existing["id"])
             continue
-        _sync_task(client, result, ident, task_query, stamp, outcome, dry_run=dry_run)
+        _sync_task(client, result, ident, task_query, stamp, outcome, dry_run=dry_run, found=task_found)
         return outcome
     raise FhirConflict(
         f"The Claim for {procedure} kept changing on the FHIR server at {client.transport.shown_base}; "
@@ -211,9 +216,14 @@ def _claim_entry_url(ident: str) -> str:
     return f"urn:uuid:{uuid.uuid5(NAMESPACE, f'claim-entry:{ident}')}"
 
 
-def find_one(client: FhirClient, type_: str, query: str) -> dict[str, Any] | None:
-    name, _, value = query.partition("=")
-    matches = [r for r in client.search(type_, [(name, value)]) if r.get("resourceType") == type_]
+def find_one(
+    client: FhirClient, type_: str, query: str, found: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any] | None:
+    """The one resource the search `query` finds (`found`: its matches, when already searched)."""
+    if found is None:
+        name, _, value = query.partition("=")
+        found = list(client.search(type_, [(name, value)]))
+    matches = [dict(r) for r in found if r.get("resourceType") == type_]
     if len(matches) > 1:
         # Should not happen (conditional creates); keep working on the oldest, say so.
         log.warning(
@@ -310,9 +320,10 @@ def _sync_task(
     outcome: SyncOutcome,
     *,
     dry_run: bool,
+    found: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
     claim_reference = f"Claim/{outcome.claim_id}"
-    existing = find_one(client, "Task", task_query)
+    existing = find_one(client, "Task", task_query, found)
     if existing is not None:
         outcome.task_id, outcome.task_status = str(existing.get("id")), str(existing.get("status"))
     if outcome.claim_action in ("kept", "overridden"):

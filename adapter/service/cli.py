@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -219,6 +220,11 @@ def serve(
         # workers: hand it over every millisecond (not every 5), so a notification's answer does
         # not queue behind the workers' coding.
         sys.setswitchinterval(0.001)
+        # What start-up built (modules, schemas, rule packs: some 70,000 objects) lives as long as
+        # the process; frozen, a full garbage collection no longer walks it (25 ms idle, up to 55
+        # ms under load, with the interpreter lock held and notifications waiting).
+        gc.collect()
+        gc.freeze()
         server = _server(config, listening)
         try:
             server.run()

@@ -45,11 +45,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from ..errors import EXIT_INTERNAL, AdapterError, UsageError
 from .jobs import (
     ACTIVE_STATES,
+    CLAIMABLE,
     STATES,
     Enqueued,
     Job,
@@ -206,6 +207,7 @@ class JobQueue:
         self.policy = policy or RetryPolicy()
         self.clock = clock
         self._commit_lock = threading.Lock()
+        self._writer = threading.RLock()  # this process's writers, one at a time (see `transaction`)
         self._waiting_lock = threading.Lock()
         self._waiting: list[_Request] = []
         self._local = threading.local()
@@ -253,13 +255,17 @@ class JobQueue:
         """This thread's connection, kept open: opening one costs little, but closing the last
         connection to a WAL database checkpoints it with a sync, which cost every call ~20 ms."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        # Settings are sent only when they change: each statement hands the interpreter lock over
+        # and back, which under busy workers costs a notification about a millisecond a time.
+        wanted = (int(busy_seconds * 1000), durable)
         try:
             if conn is None:
                 conn = self._connect(busy_seconds, durable=durable)
-                self._local.conn = conn
-            else:
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
+                self._local.conn, self._local.settings = conn, wanted
+            elif self._local.settings != wanted:
+                conn.execute(f"PRAGMA busy_timeout = {wanted[0]}")
                 conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+                self._local.settings = wanted
         except sqlite3.DatabaseError as exc:
             self._forget()
             raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
@@ -279,23 +285,32 @@ class JobQueue:
     ) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE takes the write lock up front: read-then-write decisions (dedupe,
         claiming a job) cannot interleave with another writer. `busy_seconds`: how long to wait
-        for a lock another connection holds before failing with QueueError."""
-        conn = self._cached(busy_seconds, durable)
+        for a lock another connection holds before failing with QueueError. This process's threads
+        take turns at a lock of their own first: SQLite's wait polls with growing sleeps (1, 2, 5,
+        10 … 100 ms), a thread lock lets the next writer go as soon as the commit is done."""
+        started = time.monotonic()
+        if not self._writer.acquire(timeout=busy_seconds):
+            raise QueueError(f"The queue database {self.path} failed: database is locked.")
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            waited = time.monotonic() - started
+            conn = self._cached(busy_seconds if waited < 0.05 else max(0.001, busy_seconds - waited), durable)
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            self._forget()
-            raise QueueError(f"The queue database {self.path} failed: {exc}.") from None
-        except BaseException:
-            if conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
                 self._forget()
-            raise
+                raise QueueError(f"The queue database {self.path} failed: {exc}.") from None
+            except BaseException:
+                if conn.in_transaction:
+                    self._forget()
+                raise
+        finally:
+            self._writer.release()
 
     def read(
         self, sql: str, params: Sequence[Any] = (), *, busy_seconds: float = WORKER_BUSY_SECONDS
@@ -342,16 +357,21 @@ class JobQueue:
         try:
             with self.transaction(busy_seconds) as conn:
                 for request in batch:
-                    conn.execute("SAVEPOINT request")
+                    # One notice without an observer writes one row as its last step: nothing to undo.
+                    undo = request.observe is not None or len(request.notices) > 1
+                    if undo:
+                        conn.execute("SAVEPOINT request")
                     try:
                         extra = list(request.observe(conn)) if request.observe is not None else []
                         request.results = [self.enqueue_in(conn, n, now) for n in [*request.notices, *extra]]
                     except sqlite3.DatabaseError:
                         raise
                     except Exception as exc:
-                        conn.execute("ROLLBACK TO request")
+                        if undo:
+                            conn.execute("ROLLBACK TO request")
                         request.error = exc
-                    conn.execute("RELEASE request")
+                    if undo:
+                        conn.execute("RELEASE request")
         except Exception as exc:
             for request in batch:
                 request.error = exc
@@ -385,17 +405,14 @@ class JobQueue:
                     "UPDATE jobs SET deliveries = deliveries + 1, updated_at = ? WHERE id = ?", (now, waiting["id"])
                 )
                 return Enqueued(waiting["id"], False, waiting["state"])
-        elif notice.dedupe_key is not None:
-            existing = conn.execute("SELECT id, state FROM jobs WHERE dedupe_key = ?", (notice.dedupe_key,)).fetchone()
-            if existing is not None:
-                conn.execute(
-                    "UPDATE jobs SET deliveries = deliveries + 1, updated_at = ? WHERE id = ?", (now, existing["id"])
-                )
-                return Enqueued(existing["id"], False, existing["state"])
-        cursor = conn.execute(
+        # A notice with a dedupe key already queued only counts the delivery (one statement: a
+        # new row has deliveries 1, an existing one at least 2 after it).
+        row = conn.execute(
             "INSERT INTO jobs (kind, source, resource_type, resource_id, version, dedupe_key, state, "
             "created_at, updated_at, next_attempt_at, lane, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) "
+            "ON CONFLICT (dedupe_key) DO UPDATE SET deliveries = deliveries + 1, updated_at = excluded.updated_at "
+            "RETURNING id, state, deliveries",
             (
                 notice.kind,
                 notice.source,
@@ -410,8 +427,8 @@ class JobQueue:
                 "ping" if notice.kind == "requery" and notice.source == "backport" else notice.job_lane,
                 notice.detail,
             ),
-        )
-        return Enqueued(int(cast(int, cursor.lastrowid)), True, "pending")
+        ).fetchone()
+        return Enqueued(int(row["id"]), row["deliveries"] == 1, row["state"])
 
     # ------------------------------------------------------------------ the worker's side
 
@@ -419,18 +436,7 @@ class JobQueue:
         """Take the next due job (or one whose lease ran out) and mark it working."""
         now = self.clock()
         with self.transaction(durable=False) as conn:
-            # Lanes: nothing else of the job's lane working (under a live lease), and no earlier
-            # job of its lane still pending. Rows of schema 1 have no lane and are not held.
-            row = conn.execute(
-                "SELECT id FROM jobs AS j WHERE ((state IN ('pending', 'retry') AND next_attempt_at <= :now) "
-                "OR (state = 'working' AND lease_until <= :now)) "
-                "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id != j.id "
-                "AND o.state = 'working' AND o.lease_until > :now) "
-                "AND NOT EXISTS (SELECT 1 FROM jobs AS o WHERE o.lane = j.lane AND o.id < j.id "
-                "AND o.state = 'pending') "
-                "ORDER BY next_attempt_at, id LIMIT 1",
-                {"now": now},
-            ).fetchone()
+            row = conn.execute(CLAIMABLE, {"now": now}).fetchone()
             if row is None:
                 return None
             claimed = conn.execute(

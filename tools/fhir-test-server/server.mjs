@@ -35,6 +35,7 @@ import { FhirRouter, MemoryRepository, updateResourceImpl } from '@medplum/fhir-
 import { topics } from './topics.mjs'; // Backport topic-based Subscriptions, $status, $events, the drop switch
 import { installProfiles } from './profiles.mjs';
 import { handleBulkExport } from './bulk-export.mjs';
+import { narrowedSearch } from './search-index.mjs'; // searches look only at the resources that can match
 
 const HOST = '127.0.0.1';
 const BASE_PATH = '/fhir';
@@ -300,6 +301,12 @@ class TestRepository extends MemoryRepository {
 
   current(resourceType, id) {
     return this.resources.get(resourceType)?.get(id);
+  }
+
+  // Every search (also _revinclude, conditional create) runs on the resources its exact reference or
+  // token filters can match (search-index.mjs); the results are those of a full scan.
+  searchSync(searchRequest) {
+    return narrowedSearch(this, searchRequest, super.searchSync);
   }
 
   written(resource, interaction, previous) {
