@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..read.locations import Location
-from .packs import IssueType, Severity
+from .terms import IssueType, Severity
 
 SEVERITY_ORDER: dict[str, int] = {"error": 0, "warning": 1, "information": 2}
 

@@ -31,24 +31,13 @@ from string import Formatter
 from typing import Any, Literal, NamedTuple
 
 from ..errors import RulePackError, UsageError
+from ..model import Family
 from ..spine import Region
 from ..tablecache import cached
 from ..tables import load_toml, mappings_dir, overlay_dir
 from . import dated
 from .dated import InForce, version_on
-
-Severity = Literal["error", "warning", "information"]
-IssueType = Literal[
-    "business-rule",
-    "required",
-    "invalid",
-    "code-invalid",
-    "informational",
-    "exception",
-    "value",
-    "not-supported",
-]
-Family = Literal["injection", "ablation"]
+from .terms import IssueType, Severity
 
 
 class Document(NamedTuple):

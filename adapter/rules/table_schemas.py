@@ -25,22 +25,11 @@ from pydantic import (
     model_validator,
 )
 
+from ..model import Family
 from .dated import SECTIONS, check_history
+from .terms import IssueType, Severity
 
 __all__ = ["JurisdictionTable", "Pack", "ValidationError", "problems", "to_runtime"]
-
-Severity = Literal["error", "warning", "information"]
-IssueType = Literal[
-    "business-rule",
-    "required",
-    "invalid",
-    "code-invalid",
-    "informational",
-    "exception",
-    "value",
-    "not-supported",
-]
-Family = Literal["injection", "ablation"]
 
 
 class _Strict(BaseModel):
