@@ -123,6 +123,8 @@ class WorkerProcess:
             try:
                 parent_end.close()
                 code = _run_child(self.worker, self.monitor, self.subscriptions, queue, child_end)
+            except BaseException as exc:
+                log.error("the sync workers' process failed (%s)", type(exc).__name__)
             finally:
                 os._exit(code)
         child_end.close()
