@@ -156,22 +156,38 @@ def load_population(client: FhirClient, patients: int, prefix: str) -> list[dict
     return procedures
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its children (serve runs its sync workers in a child process on Linux)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += process_tree(int(child))
+    return found
+
+
 def process_sample(pid: int) -> dict[str, float]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss_kb = int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
-    return {"rss_mb": round(rss_kb / 1024, 1), "open_files": len(os.listdir(f"/proc/{pid}/fd"))}
+    """Resident memory and open files of the service (its processes summed)."""
+    rss_kb = open_files = 0
+    for member in process_tree(pid):
+        status = Path(f"/proc/{member}/status").read_text()
+        rss_kb += int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
+        open_files += len(os.listdir(f"/proc/{member}/fd"))
+    return {"rss_mb": round(rss_kb / 1024, 1), "open_files": open_files}
 
 
 def cpu_seconds(pids: dict[str, int | None]) -> dict[str, float]:
-    """CPU time (user + system) each process has used so far (a None pid: this process)."""
+    """CPU time (user + system) each process and its children have used so far (a None pid: this
+    process; a child that ended before is not counted)."""
     used: dict[str, float] = {}
     for name, pid in pids.items():
         if pid is None:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             used[name] = usage.ru_utime + usage.ru_stime
         else:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            used[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            used[name] = 0.0
+            for member in process_tree(pid):
+                fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+                used[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return used
 
 

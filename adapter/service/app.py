@@ -46,6 +46,7 @@ from ..cds.routes import cds_router
 from ..errors import AdapterError
 from ..pipeline import Options, Result, process, validate_options
 from ..review.routes import review_router
+from .apart import WorkerProcess
 from .handler import SyncHandler
 from .notifications import Parsed, capability_statement, parse_post, parse_put
 from .queue import ACTIVE_STATES, Enqueued, JobQueue
@@ -114,9 +115,11 @@ def create_app(
     handler: Handler | None = None,
     run_worker: bool = True,
     queue: JobQueue | None = None,
+    apart: bool = False,
 ) -> FastAPI:
     """Build the service. `handler` replaces the default (sync with the FHIR server), e.g. in
-    tests; `run_worker=False` leaves the queue unprocessed."""
+    tests; `run_worker=False` leaves the queue unprocessed; `apart`: the workers and the monitor
+    run in a process of their own, forked when the app starts (adapter.service.apart)."""
     queue = queue or JobQueue(settings.db_path, policy=settings.retry)
     subscriptions = Subscriptions(queue)
     if settings.subscriptions:
@@ -130,17 +133,23 @@ def create_app(
         threads=settings.workers,
     )
     monitor = Monitor(subscriptions, reconcile_seconds=settings.reconcile_seconds, wake=worker.wake)
+    pool = WorkerProcess(worker, monitor, subscriptions) if apart else None
+    workers: Worker | WorkerProcess = pool or worker  # what the routes ask: wake, alive, stalled …
     started = dt.datetime.now(dt.UTC)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if run_worker:
+        if run_worker and pool is not None:
+            pool.start()  # on this thread, the only one yet: it forks
+        elif run_worker:
             await run_in_threadpool(worker.start)
             monitor.start()
         try:
             yield
         finally:
-            if run_worker:
+            if run_worker and pool is not None:
+                await run_in_threadpool(pool.stop)
+            elif run_worker:
                 monitor.stop()
                 await run_in_threadpool(worker.stop)
 
@@ -158,7 +167,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.queue = queue
-    app.state.worker = worker
+    app.state.worker = workers
     app.state.subscriptions = subscriptions
     app.state.monitor = monitor
 
@@ -199,7 +208,7 @@ def create_app(
                 log.error("notification %s not queued: %s", parsed.what, type(exc).__name__)
                 raise ServiceError(503, "transient", "The queue cannot be written now; deliver again later.") from None
             if results:
-                worker.wake(sum(1 for r in results if r.created))
+                workers.wake(sum(1 for r in results if r.created))
         text = _accepted_text(parsed, results)
         log.info("notification %s: %s", parsed.what, ", ".join(_job_word(r) for r in results) or "no job")
         body = outcome("information", "informational", text)
@@ -403,10 +412,10 @@ def create_app(
             return JSONResponse({"status": "error", "queue": None}, status_code=503)
         # Alive means the loop still comes round, not only that its thread exists: a handler
         # hanging on a socket keeps the thread alive while nothing is processed.
-        stalled = worker.alive and worker.stalled()
-        alive = worker.alive and not stalled
+        stalled = workers.alive and workers.stalled()
+        alive = workers.alive and not stalled
         healthy = alive or not run_worker
-        waited = worker.since_last_loop()
+        waited = workers.since_last_loop()
         body: dict[str, Any] = {
             "status": "ok" if healthy else "error",
             "queue": {"depth": sum(counts[s] for s in ACTIVE_STATES), **{str(k): v for k, v in counts.items()}},
@@ -415,9 +424,9 @@ def create_app(
                 "alive": alive,
                 "stalled": stalled,
                 "seconds_since_loop": round(waited, 1) if waited is not None else None,
-                "stall_after_seconds": worker.stall_seconds,
-                "processed": worker.processed,
-                "threads": worker.threads,
+                "stall_after_seconds": workers.stall_seconds,
+                "processed": workers.processed,
+                "threads": workers.threads,
             },
         }
         try:
@@ -441,7 +450,7 @@ def create_app(
     if settings.cds.enabled:  # GET /cds-services, POST /cds-services/{id} (docs/cds-hooks.md)
         app.include_router(cds_router(settings))
     if settings.review.enabled:  # /review: the coder's worklist, for signed-in users (docs/server.md)
-        app.include_router(review_router(settings, queue, worker.wake))
+        app.include_router(review_router(settings, queue, workers.wake))
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 

@@ -142,6 +142,7 @@ def serve(
     import uvicorn
 
     from ..pipeline import Options, validate_options
+    from .apart import available as apart_available
     from .app import create_app
 
     cds = cds_settings_from(fhir_options, host=host, port=port)  # the CDS Hooks service (docs/cds-hooks.md)
@@ -182,7 +183,8 @@ def serve(
         review=review,
     )
     with usable_queue(settings.db_path) as queue:
-        app = create_app(settings, queue=queue)
+        # On Linux the sync workers run in a process of their own (adapter.service.apart).
+        app = create_app(settings, queue=queue, apart=apart_available())
         config = uvicorn.Config(
             app,
             host=host,

@@ -271,6 +271,10 @@ class JobQueue:
             raise QueueError(f"Cannot open the queue database {self.path}: {exc}.") from None
         return conn
 
+    def close_connection(self) -> None:
+        """Close this thread's connection (it is opened again when needed), e.g. before a fork."""
+        self._forget()
+
     def _forget(self) -> None:
         """Drop this thread's connection after a failure (it may hold a half-done transaction)."""
         conn = getattr(self._local, "conn", None)
