@@ -27,6 +27,7 @@ from ..errors import AdapterError
 from ..fhir.ingest import Res, ResourceIndex, line_resource, relative_part
 from ..pipeline import Options, code_session, list_sessions
 from ..read.uses import DECLARED_TYPES
+from ..writers import request_bundle_json
 from ..writers.outcome import decision_outcome
 from .store import SharedLookup
 
@@ -99,13 +100,13 @@ def code_patient(patient: str, lines: Sequence[SourceLine], shared: SharedLookup
         key = sort_key(ref.patient, ref.date, ref.procedures)
         try:
             result = code_session(index, ref, settings.options)
-            bundle = result.bundle
+            claim = request_bundle_json(result.decision, index)
         except AdapterError as error:
             out.failed += 1
             out.errors.append((key, orjson.dumps(session_error(ref.patient, ref.date, ref.procedures, error))))
             continue
         decision = result.decision
-        out.claims.append((key, orjson.dumps(bundle)))
+        out.claims.append((key, claim))
         outcome = {"resourceType": "OperationOutcome", "id": decision.identifier, **decision_outcome(decision)}
         out.outcomes.append((key, orjson.dumps(outcome)))
         if decision.held:
