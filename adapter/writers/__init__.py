@@ -58,12 +58,13 @@ def request_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, A
     return claim_bundle(decision, index)
 
 
-def request_bundle_json(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+def request_bundle_json(decision: ClaimDecision, index: ResourceIndex, outcome: dict[str, Any] | None = None) -> bytes:
     """`request_bundle` as compact JSON (`orjson.dumps`); a Claim Bundle's copies of the input's
-    resources are serialised once per index, for all the sessions coded from it."""
+    resources are serialised once per index, for all the sessions coded from it. `outcome` is
+    `decision_outcome(decision)` when the caller has it already."""
     if decision.use == "preauthorization":
         return orjson.dumps(request_bundle(decision, index))
-    return claim_bundle_json(decision, index)
+    return claim_bundle_json(decision, index, outcome)
 
 
 def _fhir_bundle(decision: ClaimDecision, index: ResourceIndex) -> bytes:

@@ -37,12 +37,13 @@ def claim_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any
     return _bundle(decision, claim, entries.close())
 
 
-def claim_bundle_json(decision: ClaimDecision, index: ResourceIndex) -> bytes:
+def claim_bundle_json(decision: ClaimDecision, index: ResourceIndex, outcome: dict[str, Any] | None = None) -> bytes:
     """`claim_bundle` serialised (compact JSON, as `orjson.dumps` writes it), each resource it copies
-    serialised once per index: what the bulk runner writes for every session of a patient."""
+    serialised once per index: what the bulk runner writes for every session of a patient.
+    `outcome` is `decision_outcome(decision)` when the caller has it already."""
     entries = BundleEntries(index, decision.patient, kept=True)
     claim = _bundle_claim(decision, entries)
-    return orjson.dumps(_bundle(decision, claim, entries.close_json()))
+    return orjson.dumps(_bundle(decision, claim, entries.close_json(), outcome))
 
 
 def _bundle_claim(decision: ClaimDecision, entries: BundleEntries) -> dict[str, Any]:
@@ -54,7 +55,9 @@ def _bundle_claim(decision: ClaimDecision, entries: BundleEntries) -> dict[str, 
     return claim
 
 
-def _bundle(decision: ClaimDecision, claim: dict[str, Any], body: Sequence[object]) -> dict[str, Any]:
+def _bundle(
+    decision: ClaimDecision, claim: dict[str, Any], body: Sequence[object], outcome: dict[str, Any] | None = None
+) -> dict[str, Any]:
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "collection",
@@ -62,17 +65,18 @@ def _bundle(decision: ClaimDecision, claim: dict[str, Any], body: Sequence[objec
         "entry": [{"fullUrl": f"urn:uuid:{decision.identifier}", "resource": claim}, *body],
     }
     if decision.held:
-        bundle["entry"].append(held_reasons(decision))
+        bundle["entry"].append(held_reasons(decision, outcome))
     return bundle
 
 
-def held_reasons(decision: ClaimDecision) -> dict[str, Any]:
+def held_reasons(decision: ClaimDecision, outcome: dict[str, Any] | None = None) -> dict[str, Any]:
     """The last entry of a held claim's Bundle: the findings as an OperationOutcome, so whoever
     reads the Bundle alone sees why the claim is held (docs/output.md, why a claim is held). Its
-    id and fullUrl derive from the claim identifier, like every other name in the Bundle."""
+    id and fullUrl derive from the claim identifier, like every other name in the Bundle.
+    `outcome` is `decision_outcome(decision)` when the caller has it already."""
     outcome_id = name_uuid("outcome:" + decision.identifier)
-    outcome = {"resourceType": "OperationOutcome", "id": outcome_id, **decision_outcome(decision)}
-    return {"fullUrl": f"urn:uuid:{outcome_id}", "resource": outcome}
+    resource = {"resourceType": "OperationOutcome", "id": outcome_id, **(outcome or decision_outcome(decision))}
+    return {"fullUrl": f"urn:uuid:{outcome_id}", "resource": resource}
 
 
 def claim_resource(decision: ClaimDecision, refs: References) -> dict[str, Any]:
