@@ -20,14 +20,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 from .coding import Coding, coding_tables
 from .fhir.ingest import ResourceIndex
 from .model import Case, ClaimLine, Diagnosis, EvidenceItem, Parties, Party, Use, label_guidance
 from .read.locations import Location, Locator, locator_of
 from .read.uses import DISABILITY_LOINC, PAIN_LOINC
-from .rules.engine import DiagnosisCheck, sort_findings
+from .rules.engine import DiagnosisCheck, rule_facts, sort_findings
 from .rules.findings import Finding, holds_claim
 from .rules.packs import Pack, dx_regions
 from .tables import load_toml
@@ -37,6 +37,9 @@ from .tables import load_toml
 NAMESPACE = uuid.UUID("5b0f3b8e-52d1-4d8e-9a3c-7f3f0e0f4a61")
 _NAMESPACE_BYTES = NAMESPACE.bytes
 LOINC = "http://loinc.org"
+# Findings as displayed, kept in the input's index (with the pack they were displayed for).
+_SHOWN = "displayed-findings"
+_Shown = tuple[object, object, Finding]  # (the pack's rules, its documents, the finding displayed)
 
 Status = Literal["ready", "held"]
 InformationCategory = Literal["onset", "info", "related"]
@@ -198,6 +201,8 @@ def decide(
     descriptions = coding_tables().descriptions
     identifier = claim_identifier(case.patient, case.session.date, case.session.keys, case.use)
     locator = locator_of(index) if index is not None else None
+    # A patient's sessions raise many of the same findings (the same NPI, the same defaulted payer).
+    shown = cast("dict[Finding, _Shown]", index.memo.setdefault(_SHOWN, {})) if index is not None else {}
     lines = tuple(
         DecidedLine(
             sequence=i,
@@ -234,11 +239,19 @@ def decide(
         prior_auth=case.evidence.prior_auth,
         prior_auth_source=case.evidence.prior_auth_source,
         evidence=evidence,
-        findings=tuple(_for_display(finding, pack, locator) for finding in findings),
+        findings=tuple(_displayed(finding, pack, locator, shown) for finding in findings),
         level_of_service=next((_LEVELS[p] for p in ("stat", "urgent", "asap") if p in priorities), "elective"),
         pack_reason=pack_reason,
         in_force=tuple(used.label for used in pack.in_force),
     )
+
+
+def _displayed(finding: Finding, pack: Pack, locator: Locator | None, shown: dict[Finding, _Shown]) -> Finding:
+    kept = shown.get(finding)
+    # What display adds depends on the pack's rules and documents (the links), not its dated parts.
+    if kept is None or kept[0] is not pack.rules or kept[1] is not pack.documents:
+        kept = shown[finding] = (pack.rules, pack.documents, _for_display(finding, pack, locator))
+    return kept[2]
 
 
 def _for_display(finding: Finding, pack: Pack, locator: Locator | None) -> Finding:
@@ -252,7 +265,7 @@ def _for_display(finding: Finding, pack: Pack, locator: Locator | None) -> Findi
             locations.extend(Locator.unlocated(expression))
     return dataclasses.replace(
         finding,
-        links=pack.citation_links(finding.rule_id),
+        links=rule_facts(pack, finding.rule_id).links,
         carc_text=carc_text(finding.carc),
         locations=tuple(dict.fromkeys(locations)),
     )

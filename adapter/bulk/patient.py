@@ -27,6 +27,7 @@ from ..errors import AdapterError
 from ..fhir.ingest import Res, ResourceIndex, line_resource, relative_part
 from ..pipeline import Options, code_session, list_sessions
 from ..read.uses import DECLARED_TYPES
+from ..writers import request_bundle_json
 from ..writers.outcome import decision_outcome
 from .store import SharedLookup
 
@@ -99,14 +100,16 @@ def code_patient(patient: str, lines: Sequence[SourceLine], shared: SharedLookup
         key = sort_key(ref.patient, ref.date, ref.procedures)
         try:
             result = code_session(index, ref, settings.options)
-            bundle = result.bundle
+            # The findings go into a held claim's Bundle and onto the outcome line alike.
+            body = decision_outcome(result.decision)
+            claim = request_bundle_json(result.decision, index, body)
         except AdapterError as error:
             out.failed += 1
             out.errors.append((key, orjson.dumps(session_error(ref.patient, ref.date, ref.procedures, error))))
             continue
         decision = result.decision
-        out.claims.append((key, orjson.dumps(bundle)))
-        outcome = {"resourceType": "OperationOutcome", "id": decision.identifier, **decision_outcome(decision)}
+        out.claims.append((key, claim))
+        outcome = {"resourceType": "OperationOutcome", "id": decision.identifier, **body}
         out.outcomes.append((key, orjson.dumps(outcome)))
         if decision.held:
             out.held += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import NamedTuple
 
 from .. import icd10
 from ..coding import Coding
@@ -19,7 +20,7 @@ from ..spine import spine
 from .context import Context, DiagnosisCheck, Hit, ProfileSource
 from .dated import InForce, Section
 from .findings import SEVERITY_ORDER, Finding
-from .packs import Pack
+from .packs import Document, Pack, RuleSpec
 from .registry import RULE_IDS, RULE_NOT_APPLIED, RULES
 
 __all__ = [
@@ -27,9 +28,11 @@ __all__ = [
     "DiagnosisCheck",
     "Hit",
     "ProfileSource",
+    "RuleFacts",
     "check_case",
     "check_diagnoses",
     "make_finding",
+    "rule_facts",
     "sort_findings",
     "supporting_conditions",
 ]
@@ -111,14 +114,17 @@ def check_case(
             log.error("rule %s could not be applied: %s", rule_id, type(exc).__name__)
             hits = []
             findings.append(
-                make_finding(
+                _finding(
+                    rule_facts(pack, RULE_NOT_APPLIED),
                     pack,
-                    RULE_NOT_APPLIED,
                     Hit(f"Rule {rule_id} could not be applied ({type(exc).__name__}).", ()),
+                    [],
                 )
             )
-        used = [relevant[section] for section in SECTIONS_READ.get(rule_id, ()) if section in relevant]
-        findings.extend(make_finding(pack, rule_id, hit, used) for hit in hits)
+        if hits:
+            used = [relevant[section] for section in SECTIONS_READ.get(rule_id, ()) if section in relevant]
+            facts = rule_facts(pack, rule_id)
+            findings.extend(_finding(facts, pack, hit, used) for hit in hits)
     return sort_findings(findings), context.diagnoses
 
 
@@ -138,17 +144,51 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (SEVERITY_ORDER[f.severity], _ORDER[f.rule_id]))
 
 
+class RuleFacts(NamedTuple):
+    """What a pack says about one rule, worked out once: its settings, its citation in
+    words, and the cited documents that have a public address as (title, address)."""
+
+    rule_id: str
+    spec: RuleSpec
+    citation: str
+    links: tuple[tuple[str, str], ...]
+
+
+def rule_facts(pack: Pack, rule_id: str) -> RuleFacts:
+    """The rule's facts in `pack`. They depend on its rules and documents only, which the pack as
+    in force on each date of service shares with it: kept for them, for session after session."""
+    kept = _FACTS.get(id(pack.rules))
+    if kept is None or kept[0] is not pack.rules or kept[1] is not pack.documents:
+        if len(_FACTS) >= _FACTS_KEPT:
+            _FACTS.clear()
+        kept = _FACTS[id(pack.rules)] = (pack.rules, pack.documents, {})
+    facts = kept[2].get(rule_id)
+    if facts is None:
+        spec = pack.rule(rule_id)
+        facts = kept[2][rule_id] = RuleFacts(rule_id, spec, pack.citation(rule_id), pack.citation_links(rule_id))
+    return facts
+
+
+# Rule facts by the id of the pack's rules; the rules and documents are kept with them, so an id
+# is never taken for another pack's.
+_FACTS: dict[int, tuple[dict[str, RuleSpec], dict[str, Document], dict[str, RuleFacts]]] = {}
+_FACTS_KEPT = 256
+
+
 def make_finding(pack: Pack, rule_id: str, hit: Hit, used: list[InForce] | None = None) -> Finding:
     """A rule's hit as a finding, with what the pack says about the rule and the dated versions
     (`used`) it was judged by."""
-    spec = pack.rule(rule_id)
-    used = used or []
+    return _finding(rule_facts(pack, rule_id), pack, hit, used or [])
+
+
+def _finding(facts: RuleFacts, pack: Pack, hit: Hit, used: list[InForce]) -> Finding:
+    spec = facts.spec
     message = hit.message
     for version in used:
         if not version.confirmed:
             message += f" Unconfirmed for this contractor: {version.why_unconfirmed}."
     return Finding(
-        rule_id=rule_id,
+        rule_id=facts.rule_id,
         rule_version=spec.version,
         pack=pack.name,
         pack_version=pack.version,
@@ -156,7 +196,7 @@ def make_finding(pack: Pack, rule_id: str, hit: Hit, used: list[InForce] | None 
         issue=spec.issue,
         title=spec.title,
         message=message,
-        citation=pack.citation(rule_id),
+        citation=facts.citation,
         carc=spec.carc,
         hint=hit.hint or spec.hint,
         expressions=hit.expressions,

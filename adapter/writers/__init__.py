@@ -21,7 +21,7 @@ import orjson
 from ..decision import ClaimDecision, with_findings
 from ..fhir.ingest import ResourceIndex
 from ..rules.findings import Finding
-from .fhir_claim import claim_bundle
+from .fhir_claim import claim_bundle, claim_bundle_json
 from .outcome import decision_outcome
 from .review import review_text
 
@@ -56,6 +56,15 @@ def request_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, A
 
         return pas_request_bundle(decision, index)
     return claim_bundle(decision, index)
+
+
+def request_bundle_json(decision: ClaimDecision, index: ResourceIndex, outcome: dict[str, Any] | None = None) -> bytes:
+    """`request_bundle` as compact JSON (`orjson.dumps`); a Claim Bundle's copies of the input's
+    resources are serialised once per index, for all the sessions coded from it. `outcome` is
+    `decision_outcome(decision)` when the caller has it already."""
+    if decision.use == "preauthorization":
+        return orjson.dumps(request_bundle(decision, index))
+    return claim_bundle_json(decision, index, outcome)
 
 
 def _fhir_bundle(decision: ClaimDecision, index: ResourceIndex) -> bytes:

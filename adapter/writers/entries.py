@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, cast
+
+import orjson
 
 from ..decision import name_uuid
 from ..fhir.ingest import Res, ResourceIndex
@@ -19,6 +21,10 @@ from ..fhir.values import copy_with_references
 log = logging.getLogger(__name__)
 
 NOT_ON_SERVER = "not on the FHIR server"
+# What `close_json` keeps in the index: per resource, its plan; per resource and references, its entry.
+_PLANS = "bundle-entry-plans"
+_WRITTEN = "bundle-entries-written"
+_URLS = "bundle-entry-urls"
 
 
 class References(Protocol):
@@ -40,6 +46,21 @@ def key_url(key: str) -> str:
     return f"urn:uuid:{name_uuid(key)}"
 
 
+class _Plan(NamedTuple):
+    """A copy of a resource, the references in the copy, and what each one resolves to."""
+
+    copy: dict[str, Any]
+    holders: list[dict[str, Any]]
+    originals: tuple[str, ...]
+    targets: tuple[Res | None, ...]
+
+
+def _plan(res: Res, index: ResourceIndex) -> _Plan:
+    copy, holders = copy_with_references(res.data)
+    originals = tuple(holder["reference"] for holder in holders)
+    return _Plan(copy, holders, originals, tuple(index.resolve(reference, res) for reference in originals))
+
+
 class BundleEntries:
     """The Bundle's resources: each once, with a stable fullUrl, references rewritten to them.
 
@@ -49,22 +70,40 @@ class BundleEntries:
 
     A resource the writer `reserve`s is written as it `supply`s it instead of copied (also when the
     input only references it); its entry keeps the fullUrl a copy would have had.
+
+    `close` gives the entries as dicts of their own. With `kept`, `close_json` gives them
+    serialised, and what is worked out per resource (its copy and references, its fullUrl, its
+    serialised entry) is kept in the index: the Bundles of one patient's sessions name mostly the
+    same resources.
     """
 
-    def __init__(self, index: ResourceIndex, patient: str) -> None:
+    def __init__(self, index: ResourceIndex, patient: str, *, kept: bool = False) -> None:
         self.index = index
         self.patient = patient
         self.order: list[Res | str] = []  # a resource of the input, or the key of a reserved one it lacks
         self.urls: dict[int, str] = {}
         self.reserved: dict[str, str] = {}  # key -> fullUrl
         self.supplied: dict[str, dict[str, Any]] = {}
+        # Kept in the index when the entries are serialised (`kept`): each resource's plan and fullUrl.
+        self._plans: dict[int, _Plan] | None = None
+        self._known_urls: dict[int, str] | None = None
+        if kept:
+            memo = cast("dict[str, Any]", index.memo)
+            self._plans = memo.setdefault(_PLANS, {})
+            self._known_urls = memo.setdefault(_URLS, {})
 
     def url_of(self, res: Res) -> str:
         key = id(res)
-        if key not in self.urls:
-            self.urls[key] = entry_url(res)
+        url = self.urls.get(key)
+        if url is None:
+            url = self._known_urls.get(key) if self._known_urls is not None else None
+            if url is None:
+                url = entry_url(res)
+                if self._known_urls is not None:
+                    self._known_urls[key] = url
+            self.urls[key] = url
             self.order.append(res)
-        return self.urls[key]
+        return url
 
     def reserve(self, key: str) -> None:
         res = self.index.get(key)
@@ -103,46 +142,90 @@ class BundleEntries:
         """Copies of the resources, with what they reference added transitively. One walk of each
         resource copies it and finds its references (in the copy); they are then rewritten to the
         Bundle's fullUrls."""
-        copies: dict[int, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+        entries = []
+        for url, res, plan in self._closed():
+            if plan is None:
+                entries.append({"fullUrl": url, "resource": self.supplied[res if isinstance(res, str) else res.key]})
+            else:
+                assert not isinstance(res, str)  # noqa: S101 - a plan is made for resources of the input only
+                entries.append({"fullUrl": url, "resource": self._written(res, plan, self._finals(res, plan))})
+        return entries
+
+    def close_json(self) -> list[orjson.Fragment]:
+        """The entries `close` gives, each serialised; the same resource with the same references
+        is serialised once per index."""
+        memo = cast("dict[str, Any]", self.index.memo)
+        written: dict[tuple[int, tuple[str, ...]], orjson.Fragment] = memo.setdefault(_WRITTEN, {})
+        entries = []
+        for url, res, plan in self._closed():
+            if plan is None:
+                resource = self.supplied[res if isinstance(res, str) else res.key]
+                entries.append(orjson.Fragment(orjson.dumps({"fullUrl": url, "resource": resource})))
+                continue
+            assert not isinstance(res, str)  # noqa: S101 - a plan is made for resources of the input only
+            finals = self._finals(res, plan)
+            key = (id(res), finals)
+            fragment = written.get(key)
+            if fragment is None:
+                entry = {"fullUrl": url, "resource": self._written(res, plan, finals)}
+                fragment = written[key] = orjson.Fragment(orjson.dumps(entry))
+            entries.append(fragment)
+        return entries
+
+    def _plan_of(self, res: Res) -> _Plan:
+        if self._plans is None:
+            return _plan(res, self.index)
+        plan = self._plans.get(id(res))
+        if plan is None:
+            plan = self._plans[id(res)] = _plan(res, self.index)
+        return plan
+
+    def _closed(self) -> list[tuple[str, Res | str, _Plan | None]]:
+        """Add what the resources reference, transitively; then (fullUrl, resource, its plan, None
+        for a resource the writer supplies) in Bundle order."""
+        plans: dict[int, _Plan] = {}
         done = 0
         while done < len(self.order):
             res = self.order[done]
             done += 1
             if isinstance(res, str) or res.key in self.supplied:
                 continue  # written by the writer: it references what it names itself
-            copy, holders = copy_with_references(res.data)
-            copies[id(res)] = (copy, holders)
-            for holder in holders:
-                reference = holder["reference"]
+            plan = plans[id(res)] = self._plan_of(res)
+            for reference, target in zip(plan.originals, plan.targets, strict=True):
                 if reference.startswith("#"):
                     continue
-                target = self.index.resolve(reference, res)
                 if target is not None and id(target) not in self.urls and self._includable(target):
                     self.url_of(target)
-        entries = []
+        closed: list[tuple[str, Res | str, _Plan | None]] = []
         for res in self.order:
             key = res if isinstance(res, str) else res.key
             if key in self.supplied:
-                url = self.reserved.get(key) or self.urls[id(res)]
-                entries.append({"fullUrl": url, "resource": self.supplied[key]})
-                continue
-            if isinstance(res, str):
-                continue  # reserved but never supplied, and not in the input: nothing to write
-            copy, holders = copies[id(res)]
-            if res.container is not None:
-                copy["id"] = contained_id(res)
-            else:
-                self._rewrite(holders, res)
-            entries.append({"fullUrl": self.urls[id(res)], "resource": copy})
-        return entries
+                closed.append((self.reserved.get(key) or self.urls[id(res)], res, None))
+            elif not isinstance(res, str):  # a reserved key never supplied, not in the input: nothing to write
+                closed.append((self.urls[id(res)], res, plans[id(res)]))
+        return closed
 
-    def _rewrite(self, holders: list[dict[str, Any]], res: Res) -> None:
-        for holder in holders:
-            target = self.index.resolve(holder["reference"], res)
-            if target is not None and id(target) in self.urls and target.container is None:
-                holder["reference"] = self.urls[id(target)]
-            elif target is not None and target.container is not None and target.container is not res:
-                holder["reference"] = self.url_of(target) if id(target) in self.urls else holder["reference"]
+    def _finals(self, res: Res, plan: _Plan) -> tuple[str, ...]:
+        """The copy's references as written: to the entry of what they resolve to, when it has one
+        (a contained resource's references are kept as written)."""
+        if res.container is not None:
+            return plan.originals
+        urls = self.urls
+        return tuple(
+            urls[id(target)]
+            if target is not None and id(target) in urls and (target.container is None or target.container is not res)
+            else reference
+            for reference, target in zip(plan.originals, plan.targets, strict=True)
+        )
+
+    @staticmethod
+    def _written(res: Res, plan: _Plan, finals: tuple[str, ...]) -> dict[str, Any]:
+        if res.container is not None:
+            plan.copy["id"] = contained_id(res)
+        else:
+            for holder, reference in zip(plan.holders, finals, strict=True):
+                holder["reference"] = reference
+        return plan.copy
 
 
 class ServerReferences:

@@ -2,14 +2,18 @@
 Bundle); the parts every Claim the adapter writes shares (header, diagnoses, insurance, the coded
 line) are here too, for the PAS request writer (`pas`).
 
-Entry points: `claim_bundle(decision, index)` and `claim_resource(decision, refs)`. Output is plain
+Entry points: `claim_bundle(decision, index)` (`claim_bundle_json` for its bytes) and
+`claim_resource(decision, refs)`. Output is plain
 JSON-ready dicts; the tests validate every written resource with the fhir.resources R4B models.
 Nothing here decides: every choice comes from the `ClaimDecision`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from ..coding import coding_tables
 from ..decision import ClaimDecision, DecidedLine, EvidenceEntry, name_uuid
@@ -29,12 +33,31 @@ CARE_TEAM_ROLE = "http://terminology.hl7.org/CodeSystem/claimcareteamrole"
 def claim_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any]:
     """The collection Bundle: the Claim first, then every resource it names, transitively."""
     entries = BundleEntries(index, decision.patient)
+    claim = _bundle_claim(decision, entries)
+    return _bundle(decision, claim, entries.close())
+
+
+def claim_bundle_json(decision: ClaimDecision, index: ResourceIndex, outcome: dict[str, Any] | None = None) -> bytes:
+    """`claim_bundle` serialised (compact JSON, as `orjson.dumps` writes it), each resource it copies
+    serialised once per index: what the bulk runner writes for every session of a patient.
+    `outcome` is `decision_outcome(decision)` when the caller has it already."""
+    entries = BundleEntries(index, decision.patient, kept=True)
+    claim = _bundle_claim(decision, entries)
+    return orjson.dumps(_bundle(decision, claim, entries.close_json(), outcome))
+
+
+def _bundle_claim(decision: ClaimDecision, entries: BundleEntries) -> dict[str, Any]:
     claim = claim_resource(decision, entries)
     if decision.parties.patient.resource_type != "Patient":
         # Not in the input (claim-data-missing): display-only, like a missing provider or
         # coverage, so every reference the Claim makes resolves inside the Bundle.
         claim["patient"] = {"display": f"{decision.patient} (Patient resource not in the input)"}
-    body = entries.close()
+    return claim
+
+
+def _bundle(
+    decision: ClaimDecision, claim: dict[str, Any], body: Sequence[object], outcome: dict[str, Any] | None = None
+) -> dict[str, Any]:
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "collection",
@@ -42,17 +65,18 @@ def claim_bundle(decision: ClaimDecision, index: ResourceIndex) -> dict[str, Any
         "entry": [{"fullUrl": f"urn:uuid:{decision.identifier}", "resource": claim}, *body],
     }
     if decision.held:
-        bundle["entry"].append(held_reasons(decision))
+        bundle["entry"].append(held_reasons(decision, outcome))
     return bundle
 
 
-def held_reasons(decision: ClaimDecision) -> dict[str, Any]:
+def held_reasons(decision: ClaimDecision, outcome: dict[str, Any] | None = None) -> dict[str, Any]:
     """The last entry of a held claim's Bundle: the findings as an OperationOutcome, so whoever
     reads the Bundle alone sees why the claim is held (docs/output.md, why a claim is held). Its
-    id and fullUrl derive from the claim identifier, like every other name in the Bundle."""
+    id and fullUrl derive from the claim identifier, like every other name in the Bundle.
+    `outcome` is `decision_outcome(decision)` when the caller has it already."""
     outcome_id = name_uuid("outcome:" + decision.identifier)
-    outcome = {"resourceType": "OperationOutcome", "id": outcome_id, **decision_outcome(decision)}
-    return {"fullUrl": f"urn:uuid:{outcome_id}", "resource": outcome}
+    resource = {"resourceType": "OperationOutcome", "id": outcome_id, **(outcome or decision_outcome(decision))}
+    return {"fullUrl": f"urn:uuid:{outcome_id}", "resource": resource}
 
 
 def claim_resource(decision: ClaimDecision, refs: References) -> dict[str, Any]:
