@@ -13,6 +13,7 @@ from ..fhir.values import codings, concept_text, dicts, get_dict, get_str, parse
 from ..icd10 import normalize
 from ..model import ConditionOnset, CoverageFacts, Diagnosis, Session
 from .access import Access
+from .facts import PatientFacts
 
 _REFUTED = frozenset({"refuted", "entered-in-error"})
 _INACTIVE = frozenset({"inactive", "resolved", "remission"})
@@ -51,10 +52,11 @@ def observation_number(data: dict[str, Any]) -> float | None:
 class PatientRecord:
     """The patient's Conditions, Observations, care history, Coverage and authorizations."""
 
-    def __init__(self, access: Access, patient: str, date_of_service: dt.date) -> None:
+    def __init__(self, access: Access, patient: str, date_of_service: dt.date, facts: PatientFacts) -> None:
         self.access = access
         self.patient = patient
         self.dos = date_of_service
+        self.facts = facts  # what this patient's other sessions already derived
         self.conditions: list[ConditionOnset] = []  # filled by diagnoses()
         self.coded_conditions: list[ConditionOnset] = []  # filled by diagnoses()
 
@@ -166,7 +168,13 @@ class PatientRecord:
 
     def coverage(self) -> tuple[str | None, CoverageFacts]:
         """The Coverage to bill (the first active one, else the first), and what a payer pack is
-        chosen by: the payor's names, identifiers, and the Coverage's type and classes."""
+        chosen by: the payor's names, identifiers, and the Coverage's type and classes. The same
+        for every session of the patient."""
+        if self.facts.coverage is None:
+            self.facts.coverage = self._coverage()
+        return self.facts.coverage
+
+    def _coverage(self) -> tuple[str | None, CoverageFacts]:
         coverages = self.own("Coverage")
         if not coverages:
             return None, CoverageFacts()
