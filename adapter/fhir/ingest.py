@@ -149,6 +149,15 @@ class ResourceIndex:
         if error is not None:
             raise error
 
+    def known_valid(self, res: Res) -> bool:
+        """Whether a top-level resource has been checked and found valid R4 (nothing is checked now)."""
+        return id(res) in self._validated and self._validated[id(res)] is None
+
+    def mark_valid(self, res: Res) -> None:
+        """Take the verdict "valid R4" for a top-level resource from an earlier check of the same
+        bytes (a bulk worker meets the same shared records patient after patient)."""
+        self._validated[id(res)] = None
+
     @staticmethod
     def _problems(top: Res) -> InvalidR4Error | None:
         issues, depth = r4schema.validate_with_depth(top.data, max_issues=_MAX_SCHEMA_DETAILS)
