@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ..errors import ErrorDetail, InputTooLargeError, InvalidR4Error, NotFhirError, NotJsonError
-from . import r4codes, r4schema
+from . import r4codes, r4fast, r4schema
 from .values import parse_instant
 
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -160,7 +160,13 @@ class ResourceIndex:
 
     @staticmethod
     def _problems(top: Res) -> InvalidR4Error | None:
-        issues, depth = r4schema.validate_with_depth(top.data, max_issues=_MAX_SCHEMA_DETAILS)
+        # Most resources are valid: the walk that builds no issue paths says so, else the full check words the issues.
+        fast_depth = r4fast.valid_depth(top.data)
+        issues: list[r4schema.SchemaIssue] = []
+        if fast_depth is not None:
+            depth = fast_depth
+        else:
+            issues, depth = r4schema.validate_with_depth(top.data, max_issues=_MAX_SCHEMA_DETAILS)
         if not issues:
             # The codes the adapter reads must be R4's (structure first: codes of a malformed
             # resource are not worth reading).
