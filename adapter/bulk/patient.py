@@ -33,8 +33,10 @@ from .store import SharedLookup, SharedRecord
 SourceLine = tuple[int, int, bytes]  # (file number, line number, the line)
 # A JSON key "reference" with a string value. It starts with a literal so the scan is fast; a
 # match inside an odd string (an escaped quote before `reference`) only fetches one more shared
-# resource, which a one-file run would have in its index anyway.
-_REFERENCE = re.compile(rb'"reference"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# resource, which a one-file run would have in its index anyway. The string's characters are read
+# as runs of plain ones between escapes, not one alternation a character (the same strings, twice
+# as fast).
+_REFERENCE = re.compile(rb'"reference"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 
 NO_SESSION = "patient without a facet session"
 TYPE_NOT_READ = "resource type the adapter does not read"
