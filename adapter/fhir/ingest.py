@@ -42,10 +42,19 @@ class Res:
     container: Res | None = None  # the resource holding this one in `contained`
     contained: dict[str, Res] = field(default_factory=dict)
     line: int | None = None  # NDJSON line number
+    # The key, once asked for: readers and writers ask for it again and again, and nothing above
+    # changes after a resource is read.
+    _key: str | None = field(default=None, init=False, repr=False)
 
     @property
     def key(self) -> str:
         """`Type/id` for resources with an id, else the fullUrl, else where it stands (unique)."""
+        key = self._key
+        if key is None:
+            key = self._key = self._find_key()
+        return key
+
+    def _find_key(self) -> str:
         if self.id and self.container is None:
             return f"{self.type}/{self.id}"
         if self.container is not None:
