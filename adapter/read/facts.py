@@ -47,6 +47,19 @@ class Care:
     path: str
 
 
+@dataclass(frozen=True, slots=True)
+class ConditionFacts:
+    """A Condition as far as the session does not matter: its ICD-10-CM code, onset and statuses."""
+
+    code: str | None  # normalized ICD-10-CM code of its first ICD-10-CM coding
+    code_path: str | None
+    onset: dt.date | None
+    onset_path: str | None
+    refuted: bool
+    inactive: bool  # clinically inactive, resolved or in remission
+    abatement: dt.date | None
+
+
 @dataclass(slots=True)
 class PatientFacts:
     record_checked: bool = False  # every facet procedure, the Patient and the record were valid R4
@@ -54,6 +67,7 @@ class PatientFacts:
     scores: list[Score] | None = None
     care: list[Care] | None = None
     reliefs: dict[str, Relief] = field(default_factory=dict)  # by history procedure key
+    conditions: dict[int, ConditionFacts] = field(default_factory=dict)  # by id() of the Condition's Res
 
 
 def patient_facts(index: ResourceIndex, patient: str) -> PatientFacts:
