@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import r4schema
-from .r4schema import _ANY, _ANY_CONTAINED, _COMPLEX, _PEXT, _PRIM, _RESOURCE, _STR, _Table
+from .r4schema import ANY_CONTAINED, ANY_RESOURCE, COMPLEX, PEXT, PRIM, RESOURCE, STR, Table
 
 
 def valid_depth(resource: object) -> int | None:
@@ -26,9 +26,9 @@ def valid_depth(resource: object) -> int | None:
 
 
 def _walk(root: object) -> int | None:
-    checkers = r4schema._checkers
+    checkers = r4schema.primitive_checkers()
     types = r4schema.r4_resource_types()
-    stack: list[tuple[Any, _Table | None, str, int]] = [(root, None, _ANY, 1)]
+    stack: list[tuple[Any, Table | None, str, int]] = [(root, None, ANY_RESOURCE, 1)]
     deepest = 1
     while stack:
         obj, table, expected, depth = stack.pop()
@@ -40,11 +40,11 @@ def _walk(root: object) -> int | None:
             rtype = obj.get("resourceType")
             if type(rtype) is not str or rtype not in types:
                 return None
-            if expected != _ANY and expected != _ANY_CONTAINED and rtype != expected:
+            if expected != ANY_RESOURCE and expected != ANY_CONTAINED and rtype != expected:
                 return None
-            if expected == _ANY_CONTAINED and "contained" in obj:
+            if expected == ANY_CONTAINED and "contained" in obj:
                 return None
-            table = r4schema._resource_table(rtype)
+            table = r4schema.resource_table(rtype)
         elements = table.elements
         groups: dict[str, str] | None = None
         for key, value in obj.items():
@@ -59,37 +59,37 @@ def _walk(root: object) -> int | None:
                 elif groups.setdefault(group, variant) != variant:
                     return None
             if not is_array:
-                if kind == _STR:
+                if kind == STR:
                     if type(value) is str and value and target(value) is not None:
                         continue
                     if checkers[tname](value) is not None:
                         return None
                 elif type(value) is list:
                     return None
-                elif kind == _COMPLEX or kind == _PEXT:
+                elif kind == COMPLEX or kind == PEXT:
                     if not (type(value) is dict or isinstance(value, Mapping)):
                         return None
                     stack.append((value, target, "", depth + 1))
-                elif kind == _PRIM:
+                elif kind == PRIM:
                     if target(value) is not None:
                         return None
-                elif kind == _RESOURCE:
+                elif kind == RESOURCE:
                     stack.append((value, None, target, depth + 1))
                 continue
             if type(value) is not list or not value:
                 return None
             if depth + 1 > deepest:
                 deepest = depth + 1
-            if kind == _COMPLEX:
+            if kind == COMPLEX:
                 for item in value:
                     if not (type(item) is dict or isinstance(item, Mapping)):
                         return None
                     stack.append((item, target, "", depth + 2))
-            elif kind == _STR or kind == _PRIM:
+            elif kind == STR or kind == PRIM:
                 check = checkers[tname]
                 ext: Any = None
                 for i, item in enumerate(value):
-                    if kind == _STR and type(item) is str and item and target(item) is not None:
+                    if kind == STR and type(item) is str and item and target(item) is not None:
                         continue
                     if item is None:
                         if ext is None:
@@ -101,7 +101,7 @@ def _walk(root: object) -> int | None:
                         continue
                     if check(item) is not None:
                         return None
-            elif kind == _PEXT:
+            elif kind == PEXT:
                 base = obj.get(key[1:])
                 if base is not None and (type(base) is not list or len(base) != len(value)):
                     return None
@@ -113,8 +113,8 @@ def _walk(root: object) -> int | None:
                         stack.append((item, target, "", depth + 2))
                     else:
                         return None
-            elif kind == _RESOURCE:
-                nested = _ANY_CONTAINED if key == "contained" else target
+            elif kind == RESOURCE:
+                nested = ANY_CONTAINED if key == "contained" else target
                 for item in value:
                     stack.append((item, None, nested, depth + 2))
         for _name, keys in table.required:
