@@ -127,13 +127,15 @@ def code_session(
     findings, diagnoses = check_case(
         case, coding, pack, source, defaulted_reason=choice.reason if choice.defaulted else None
     )
-    # Resource ids and rule ids only: a date of service is patient data.
-    log.info(
-        "coded session of %s: %d line(s), %d finding(s) [%s]",
-        ", ".join(case.session.keys),
-        len(coding.lines),
-        len(findings),
-        ", ".join(sorted({f.rule_id for f in findings})) or "none",
-    )
+    # Resource ids and rule ids only: a date of service is patient data. The arguments are built
+    # only when the line is written (a bulk run codes thousands of sessions with INFO off).
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "coded session of %s: %d line(s), %d finding(s) [%s]",
+            ", ".join(case.session.keys),
+            len(coding.lines),
+            len(findings),
+            ", ".join(sorted({f.rule_id for f in findings})) or "none",
+        )
     decision = decide(case, coding, findings, diagnoses, pack, now=options.now, index=index, pack_reason=choice.reason)
     return Result(index, case, coding, pack, source, diagnoses, decision, choice.reason)

@@ -322,3 +322,15 @@ def test_an_output_folder_inside_the_input_is_not_read(tmp_path: Path) -> None:
     first = run([tmp_path / "export"], tmp_path / "export" / "out")
     second = run([tmp_path / "export"], tmp_path / "export" / "out")
     assert first.lines_read == second.lines_read == 15 and second.bad_lines == 0
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(max_size=12), min_size=1, max_size=4))
+def test_reference_scan_reads_every_reference_string(values: list[str]) -> None:
+    """The byte scan a partition follows references with finds each `reference` string as JSON
+    reads it, whatever it escapes (quotes, backslashes, control and non-ASCII characters)."""
+    from adapter.bulk.patient import _REFERENCE
+
+    line = orjson.dumps({"resourceType": "Observation", "focus": [{"reference": value} for value in values]})
+    found = [orjson.loads(b'"' + raw + b'"') for raw in _REFERENCE.findall(line)]
+    assert found == values

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ..errors import ErrorDetail, InputTooLargeError, InvalidR4Error, NotFhirError, NotJsonError
-from . import r4codes, r4schema
+from . import r4codes, r4fast, r4schema
 from .values import parse_instant
 
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024 * 1024
@@ -42,10 +42,19 @@ class Res:
     container: Res | None = None  # the resource holding this one in `contained`
     contained: dict[str, Res] = field(default_factory=dict)
     line: int | None = None  # NDJSON line number
+    # The key, once asked for: readers and writers ask for it again and again, and nothing above
+    # changes after a resource is read.
+    _key: str | None = field(default=None, init=False, repr=False)
 
     @property
     def key(self) -> str:
         """`Type/id` for resources with an id, else the fullUrl, else where it stands (unique)."""
+        key = self._key
+        if key is None:
+            key = self._key = self._find_key()
+        return key
+
+    def _find_key(self) -> str:
         if self.id and self.container is None:
             return f"{self.type}/{self.id}"
         if self.container is not None:
@@ -104,7 +113,8 @@ class ResourceIndex:
 
     def resolve(self, reference: object, context: Res | None = None) -> Res | None:
         """Resolve a Reference (dict) or reference string the way a Bundle reader must."""
-        if isinstance(reference, Mapping):
+        # `type(...) is dict` first: the Mapping ABC check costs several times more.
+        if type(reference) is dict or isinstance(reference, Mapping):
             reference = reference.get("reference")
         if not isinstance(reference, str) or not reference:
             return None
@@ -149,9 +159,24 @@ class ResourceIndex:
         if error is not None:
             raise error
 
+    def known_valid(self, res: Res) -> bool:
+        """Whether a top-level resource has been checked and found valid R4 (nothing is checked now)."""
+        return id(res) in self._validated and self._validated[id(res)] is None
+
+    def mark_valid(self, res: Res) -> None:
+        """Take the verdict "valid R4" for a top-level resource from an earlier check of the same
+        bytes (a bulk worker meets the same shared records patient after patient)."""
+        self._validated[id(res)] = None
+
     @staticmethod
     def _problems(top: Res) -> InvalidR4Error | None:
-        issues, depth = r4schema.validate_with_depth(top.data, max_issues=_MAX_SCHEMA_DETAILS)
+        # Most resources are valid: the walk that builds no issue paths says so, else the full check words the issues.
+        fast_depth = r4fast.valid_depth(top.data)
+        issues: list[r4schema.SchemaIssue] = []
+        if fast_depth is not None:
+            depth = fast_depth
+        else:
+            issues, depth = r4schema.validate_with_depth(top.data, max_issues=_MAX_SCHEMA_DETAILS)
         if not issues:
             # The codes the adapter reads must be R4's (structure first: codes of a malformed
             # resource are not worth reading).

@@ -490,3 +490,22 @@ def _resource_root(
     if expected == _ANY_CONTAINED and "contained" in obj:
         add(path, "contained", "invalid", "A contained resource must not contain further resources.")
     return table
+
+
+# ------------------------------------------------------------------------- for adapter.fhir.r4fast
+# The walk that only tells valid resources apart reads the same linked tables and checks.
+
+STR, PRIM, PEXT, COMPLEX, RESOURCE = _STR, _PRIM, _PEXT, _COMPLEX, _RESOURCE
+ANY_RESOURCE, ANY_CONTAINED = _ANY, _ANY_CONTAINED
+Table = _Table
+
+
+def resource_table(rtype: str) -> Table:
+    """The linked element table of an R4 resource type (read on first use)."""
+    return _resource_table(rtype)
+
+
+def primitive_checkers() -> dict[str, _Checker]:
+    """The check of each primitive type by name (the datatypes read on first use)."""
+    _load_datatypes()
+    return _checkers

@@ -51,9 +51,23 @@ def get_dict(obj: Any, key: str) -> dict[str, Any]:
 
 def codings(concept: Any) -> Iterator[tuple[int, str | None, str | None, str | None]]:
     """(index, system, code, display) of a CodeableConcept's codings."""
-    source = concept if isinstance(concept, dict) else {}
-    for index, coding in dicts(source.get("coding")):
-        yield index, get_str(coding, "system"), get_str(coding, "code"), get_str(coding, "display")
+    # `dicts` and `get_str` written out: the reader asks this of every concept it looks at.
+    if not isinstance(concept, dict):
+        return
+    items = concept.get("coding")
+    if not isinstance(items, list):
+        if items is None:
+            return
+        items = [items]
+    for index, coding in enumerate(items):
+        if isinstance(coding, dict):
+            system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+            yield (
+                index,
+                system if isinstance(system, str) and system else None,
+                code if isinstance(code, str) and code else None,
+                display if isinstance(display, str) and display else None,
+            )
 
 
 def concept_text(concept: Any) -> str | None:

@@ -26,6 +26,7 @@ from ..model import Evidence, EvidenceItem, FacetProcedure, InvalidValue, Relief
 from ..tables import load_toml
 from .access import Access
 from .facets import code_tables, is_facet
+from .facts import Care, Score
 from .record import PatientRecord, observation_number
 from .uses import DISABILITY_LOINC, PAIN_LOINC
 
@@ -38,37 +39,27 @@ def read_evidence(record: PatientRecord, prior_auth_option: str | None) -> Evide
     """Pain and disability scores, conservative care and a prior authorization on record."""
     evidence = Evidence()
     window_start = add_months(record.dos, -12)
-    for res in record.own("Observation"):
-        data = res.data
-        if get_str(data, "status") in _VOID_OBSERVATION:
-            continue
-        code = data.get("code")
-        loinc = {value for _, system, value, _ in codings(code) if system == LOINC}
-        if not loinc & {PAIN_LOINC, DISABILITY_LOINC}:
-            continue
-        record.access.use(res)
-        when_raw, _, element = period_start_end(data, "effective")
-        when = parse_date(when_raw) or parse_date(data.get("issued"))
+    if record.facts.scores is None:
+        record.facts.scores = _scores(record)
+    for score in record.facts.scores:
+        when, value, pain = score.when, score.value, score.pain
         if when is None or when > record.dos:
             continue
-        quantity = get_dict(data, "valueQuantity")
-        value = observation_number(data)
         if value is None:
             continue  # a score without a value (dataAbsentReason) is not a score on record
-        pain = PAIN_LOINC in loinc
         if pain and when < window_start:
             continue
-        invalid = out_of_scale(res, value, "pain score" if pain else "Oswestry disability index")
+        invalid = out_of_scale(score.res, value, "pain score" if pain else "Oswestry disability index")
         if invalid is not None:
             evidence.invalid.append(invalid)
             continue
         item = EvidenceItem(
             kind="pain-score" if pain else "disability-score",
-            source_key=res.key,
-            path=f"{res.path}.value" if element is None else f"{res.path}.{element}",
+            source_key=score.res.key,
+            path=score.path,
             date=when,
             value=float(value),
-            unit=get_str(quantity, "unit"),
+            unit=score.unit,
         )
         (evidence.pain_scores if pain else evidence.disability_scores).append(item)
     evidence.pain_scores.sort(key=lambda item: item.date or dt.date.min)
@@ -94,6 +85,32 @@ def read_evidence(record: PatientRecord, prior_auth_option: str | None) -> Evide
     return evidence
 
 
+def _scores(record: PatientRecord) -> list[Score]:
+    """The patient's pain and disability Observations, whatever the session (each checked)."""
+    found: list[Score] = []
+    for res in record.own("Observation"):
+        data = res.data
+        if get_str(data, "status") in _VOID_OBSERVATION:
+            continue
+        code = data.get("code")
+        loinc = {value for _, system, value, _ in codings(code) if system == LOINC}
+        if not loinc & {PAIN_LOINC, DISABILITY_LOINC}:
+            continue
+        record.access.use(res)
+        when_raw, _, element = period_start_end(data, "effective")
+        found.append(
+            Score(
+                res=res,
+                pain=PAIN_LOINC in loinc,
+                when=parse_date(when_raw) or parse_date(data.get("issued")),
+                value=observation_number(data),
+                path=f"{res.path}.value" if element is None else f"{res.path}.{element}",
+                unit=get_str(get_dict(data, "valueQuantity"), "unit"),
+            )
+        )
+    return found
+
+
 # What each evidence value measures and its scale (docs/input.md, pain and disability scores).
 _SCALES: dict[str, tuple[float, float, str]] = {
     "pain score": (0, 10, "0-10"),
@@ -112,8 +129,36 @@ def out_of_scale(res: Res, value: float, what: str) -> InvalidValue | None:
 
 
 def _conservative_care(record: PatientRecord) -> list[EvidenceItem]:
-    vocab = care_vocabulary()
+    if record.facts.care is None:
+        record.facts.care = _care_records(record)
     items: list[EvidenceItem] = []
+    for care in record.facts.care:
+        start = parse_date(care.start_raw)
+        if start is None or start >= record.dos:
+            continue
+        if care.end_raw is not None:
+            end = parse_date(care.end_raw)
+        else:
+            end = record.dos if care.open_ended else start
+        record.access.use(care.res)
+        items.append(
+            EvidenceItem(
+                kind="conservative-care",
+                source_key=care.res.key,
+                path=care.path,
+                date=start,
+                end=min(end or start, record.dos),
+                text=care.kind,
+            )
+        )
+    return sorted(items, key=lambda item: item.date or dt.date.min)
+
+
+def _care_records(record: PatientRecord) -> list[Care]:
+    """The patient's conservative-care records, whatever the session: the session keeps those
+    started before its date of service."""
+    vocab = care_vocabulary()
+    found: list[Care] = []
     for res in record.own("Procedure", "MedicationStatement", "MedicationRequest"):
         data = res.data
         if get_str(data, "status") in _VOID_CARE:
@@ -138,22 +183,9 @@ def _conservative_care(record: PatientRecord) -> list[EvidenceItem]:
         kind = vocab.match(concept)
         if kind is None:
             continue
-        start = parse_date(start_raw)
-        if start is None or start >= record.dos:
-            continue
-        end = parse_date(end_raw) if end_raw is not None else (record.dos if open_ended else start)
-        record.access.use(res)
-        items.append(
-            EvidenceItem(
-                kind="conservative-care",
-                source_key=res.key,
-                path=f"{res.path}.{element}" if element else res.path,
-                date=start,
-                end=min(end or start, record.dos),
-                text=kind,
-            )
-        )
-    return sorted(items, key=lambda item: item.date or dt.date.min)
+        path = f"{res.path}.{element}" if element else res.path
+        found.append(Care(res, kind, start_raw, end_raw, open_ended, path))
+    return found
 
 
 def _medication_concept(record: PatientRecord, res: Res) -> Any:
@@ -185,7 +217,15 @@ def _observations_about(access: Access) -> dict[int, list[Res]]:
 
 
 def read_relief(record: PatientRecord, proc: FacetProcedure) -> Relief:
-    """Relief after an earlier block, from Observations linked to it by partOf or focus."""
+    """Relief after an earlier block, from Observations linked to it by partOf or focus: the same
+    for every later session of the patient."""
+    kept = record.facts.reliefs.get(proc.key)
+    if kept is None:
+        kept = record.facts.reliefs[proc.key] = _relief(record, proc)
+    return kept
+
+
+def _relief(record: PatientRecord, proc: FacetProcedure) -> Relief:
     target = record.access.get(proc.key)
     if target is None:
         return Relief(percent=None, source_keys=[], path=None)

@@ -46,6 +46,9 @@ _TOKEN = re.compile(
 # Clause breaks (docs/input.md, sides): commas, semicolons, line breaks, and periods except a
 # decimal point ("2.5 mL"); no level spelling contains a period. "and" is not a break.
 _CLAUSE_BREAK = re.compile(r"[,;\n\r]|\.(?!\d)|(?<!\d)\.")
+# Every token above needs a digit or one of these words: a clause with none of them (most free text)
+# is passed over without trying each token at each position.
+_MAY_HOLD_TOKEN = re.compile(r"\d|third|left|right|bilat|b/l|both", re.IGNORECASE)
 _NERVE_CONTEXT = re.compile(r"medial[\s-]+branch|dorsal[\s-]+ram|third[\s-]+occipital", re.IGNORECASE)
 
 
@@ -110,6 +113,8 @@ def read_text(text: object) -> TextLevels:
 
 def _clause_items(clause: str, nerve_mode: bool) -> list[_Item]:
     items: list[_Item] = []
+    if _MAY_HOLD_TOKEN.search(clause) is None:
+        return items
     for match in _TOKEN.finditer(clause):
         groups = match.groups()
         if match.group("span"):

@@ -21,6 +21,7 @@ NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 TAX_ID_SYSTEMS = frozenset({"urn:oid:2.16.840.1.113883.4.4", "http://hl7.org/fhir/sid/us-ein"})
 _IDENTIFIER_TYPES = "http://terminology.hl7.org/CodeSystem/v2-0203"
 _PERSONS = frozenset({"Patient", "RelatedPerson", "Practitioner"})
+_PARTIES_MEMO = "parties"  # Party by id() of its resource, which the index keeps alive
 
 
 def read_parties(
@@ -41,7 +42,7 @@ def read_parties(
         coverage_status = get_str(data, "status")
         subscriber_res = access.if_valid(access.peek(coverage, "subscriber", data.get("subscriber")))
         if subscriber_res is not None:
-            subscriber = party_of(subscriber_res)
+            subscriber = _party(access, subscriber_res)
         elif get_str(get_dict(data, "subscriber"), "reference"):
             subscriber = Party(key=get_str(get_dict(data, "subscriber"), "reference"))
         relationship = next((code for _, _, code, _ in codings(data.get("relationship")) if code), None)
@@ -50,15 +51,15 @@ def read_parties(
         for _, payor in dicts(data.get("payor")):
             target = access.peek(coverage, "payor", payor)
             if target is not None and target.type == "Organization":
-                payer = party_of(access.use(target))
+                payer = _party(access, access.use(target))
                 break
-    patient_party = party_of(patient) if patient is not None else Party(key=patient_key)
+    patient_party = _party(access, patient) if patient is not None else Party(key=patient_key)
     if subscriber is None and relationship == "self":
         subscriber = patient_party  # the patient is the subscriber
     provider_res = access.get(provider_key) if provider_key else None
-    provider = (
-        party_of(provider_res) if provider_res is not None else (Party(key=provider_key) if provider_key else None)
-    )
+    provider = Party(key=provider_key) if provider_key else None
+    if provider_res is not None:
+        provider = _party(access, provider_res)
     rendering, billing = _rendering_and_billing(access, provider_res, provider, encounter)
     requester = next((p for p in (provider, billing) if p is not None and p.resource_type == "Organization"), None)
     return Parties(
@@ -73,7 +74,7 @@ def read_parties(
         billing=billing,
         rendering=rendering,
         requester=requester,
-        facility=party_of(location) if location is not None else None,
+        facility=_party(access, location) if location is not None else None,
     )
 
 
@@ -88,14 +89,14 @@ def _rendering_and_billing(
         rendering = provider
     elif provider_res is not None and provider_res.type == "PractitionerRole":
         practitioner = access.if_valid(access.peek(provider_res, "practitioner", provider_res.data.get("practitioner")))
-        rendering = _merged(party_of(practitioner), provider) if practitioner is not None else provider
+        rendering = _merged(_party(access, practitioner), provider) if practitioner is not None else provider
         organization = access.if_valid(access.peek(provider_res, "organization", provider_res.data.get("organization")))
     elif provider_res is not None and provider_res.type == "Organization":
         organization = provider_res
     if organization is None and encounter is not None:
         target = access.peek(encounter, "serviceProvider", encounter.data.get("serviceProvider"))
         organization = access.if_valid(target) if target is not None and target.type == "Organization" else None
-    billing = party_of(organization) if organization is not None else provider
+    billing = _party(access, organization) if organization is not None else provider
     return rendering, billing
 
 
@@ -114,6 +115,18 @@ def _merged(person: Party, role: Party | None) -> Party:
         identifiers=person.identifiers,
         address=person.address,
     )
+
+
+def _party(access: Access, res: Res) -> Party:
+    """`party_of`, once per resource of the input: the patient's sessions name the same patient,
+    payer, providers and places."""
+    kept = access.index.memo.get(_PARTIES_MEMO)
+    if not isinstance(kept, dict):
+        kept = access.index.memo[_PARTIES_MEMO] = {}
+    party = kept.get(id(res))
+    if party is None:
+        party = kept[id(res)] = party_of(res)
+    return party
 
 
 def party_of(res: Res) -> Party:

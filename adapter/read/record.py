@@ -13,6 +13,7 @@ from ..fhir.values import codings, concept_text, dicts, get_dict, get_str, parse
 from ..icd10 import normalize
 from ..model import ConditionOnset, CoverageFacts, Diagnosis, Session
 from .access import Access
+from .facts import ConditionFacts, PatientFacts
 
 _REFUTED = frozenset({"refuted", "entered-in-error"})
 _INACTIVE = frozenset({"inactive", "resolved", "remission"})
@@ -39,6 +40,29 @@ def _onset(res: Res) -> tuple[dt.date | None, str | None]:
     return None, None
 
 
+def _condition_facts(res: Res) -> ConditionFacts:
+    """What a Condition says whatever the session (its first ICD-10-CM coding is its code)."""
+    data = res.data
+    chosen = next(
+        ((i, value) for i, system, value, _ in codings(data.get("code")) if system in ICD10CM_LIKE and value), None
+    )
+    verification = {v for _, _, v, _ in codings(data.get("verificationStatus"))}
+    clinical = {v for _, _, v, _ in codings(data.get("clinicalStatus"))}
+    abatement_raw = data.get("abatementDateTime")
+    if abatement_raw is None and isinstance(data.get("abatementPeriod"), dict):
+        abatement_raw = data["abatementPeriod"].get("end") or data["abatementPeriod"].get("start")
+    onset, onset_path = _onset(res)
+    return ConditionFacts(
+        code=normalize(chosen[1]) if chosen is not None else None,
+        code_path=f"{res.path}.code.coding[{chosen[0]}]" if chosen is not None else None,
+        onset=onset,
+        onset_path=onset_path,
+        refuted=bool(verification & _REFUTED),
+        inactive=bool(clinical & _INACTIVE),
+        abatement=parse_date(abatement_raw),
+    )
+
+
 def observation_number(data: dict[str, Any]) -> float | None:
     """The number an Observation records: valueQuantity.value, or valueInteger (a 0-10 score is
     naturally an integer)."""
@@ -51,10 +75,11 @@ def observation_number(data: dict[str, Any]) -> float | None:
 class PatientRecord:
     """The patient's Conditions, Observations, care history, Coverage and authorizations."""
 
-    def __init__(self, access: Access, patient: str, date_of_service: dt.date) -> None:
+    def __init__(self, access: Access, patient: str, date_of_service: dt.date, facts: PatientFacts) -> None:
         self.access = access
         self.patient = patient
         self.dos = date_of_service
+        self.facts = facts  # what this patient's other sessions already derived
         self.conditions: list[ConditionOnset] = []  # filled by diagnoses()
         self.coded_conditions: list[ConditionOnset] = []  # filled by diagnoses()
 
@@ -82,13 +107,18 @@ class PatientRecord:
         conditions = self.own("Condition")
         for position, res in enumerate(conditions):
             self.access.use(res)
-            dx = self._condition(res)
-            onset, onset_path = _onset(res)
-            if dx is not None and not self._refuted(res):
+            fact = self.facts.conditions.get(id(res))
+            if fact is None:
+                fact = self.facts.conditions[id(res)] = _condition_facts(res)
+            onset, onset_path = fact.onset, fact.onset_path
+            dx = None
+            if fact.code is not None and fact.code_path is not None:
+                dx = Diagnosis(fact.code, res.key, fact.code_path, onset, onset_path, owner=res.key)
+            if dx is not None and not fact.refuted:
                 self.coded_conditions.append(
                     ConditionOnset(res.key, onset, onset_path, dx.code, res.key in reason_keys)
                 )
-            if not self._counts(res):
+            if not self._counts(fact):
                 continue
             self.conditions.append(
                 ConditionOnset(res.key, onset, onset_path, dx.code if dx else None, res.key in reason_keys)
@@ -128,45 +158,25 @@ class PatientRecord:
             found[dx.code] = dx
         return list(found.values())
 
-    @staticmethod
-    def _refuted(res: Res) -> bool:
-        return bool({v for _, _, v, _ in codings(res.data.get("verificationStatus"))} & _REFUTED)
-
-    def _counts(self, res: Res) -> bool:
+    def _counts(self, fact: ConditionFacts) -> bool:
         """Not refuted or entered in error, not abated before the date of service, and not
         inactive / resolved / in remission without an abatement date (docs/input.md, diagnoses)."""
-        data = res.data
-        if self._refuted(res):
+        if fact.refuted:
             return False
-        clinical = {v for _, _, v, _ in codings(data.get("clinicalStatus"))}
-        abatement_raw = data.get("abatementDateTime")
-        if abatement_raw is None and isinstance(data.get("abatementPeriod"), dict):
-            abatement_raw = data["abatementPeriod"].get("end") or data["abatementPeriod"].get("start")
-        abatement = parse_date(abatement_raw)
-        if abatement is not None and abatement < self.dos:
+        if fact.abatement is not None and fact.abatement < self.dos:
             return False
         # abatementString / abatementAge / abatementBoolean are not dates.
-        return not (clinical & _INACTIVE and abatement is None)
-
-    def _condition(self, res: Res) -> Diagnosis | None:
-        data = res.data
-        code = data.get("code")
-        chosen = next(((i, value) for i, system, value, _ in codings(code) if system in ICD10CM_LIKE and value), None)
-        if chosen is None:
-            return None
-        onset, onset_path = _onset(res)
-        return Diagnosis(
-            code=normalize(chosen[1]),
-            source_key=res.key,
-            path=f"{res.path}.code.coding[{chosen[0]}]",
-            onset=onset,
-            onset_path=onset_path,
-            owner=res.key,
-        )
+        return not (fact.inactive and fact.abatement is None)
 
     def coverage(self) -> tuple[str | None, CoverageFacts]:
         """The Coverage to bill (the first active one, else the first), and what a payer pack is
-        chosen by: the payor's names, identifiers, and the Coverage's type and classes."""
+        chosen by: the payor's names, identifiers, and the Coverage's type and classes. The same
+        for every session of the patient."""
+        if self.facts.coverage is None:
+            self.facts.coverage = self._coverage()
+        return self.facts.coverage
+
+    def _coverage(self) -> tuple[str | None, CoverageFacts]:
         coverages = self.own("Coverage")
         if not coverages:
             return None, CoverageFacts()

@@ -18,6 +18,7 @@ from ..model import Case, CoverageFacts, FacetProcedure, Parties, Session, Sessi
 from .access import UNATTRIBUTED, VOID_STATUSES, Access
 from .catalog import CatalogEntry, choose_session, facet_catalog, wanted_type
 from .evidence import read_evidence, read_relief
+from .facts import patient_facts
 from .parties import read_parties
 from .places import claim_provider, place_of_service, session_encounter, session_location
 from .procedures import COUNTED_PROCEDURE
@@ -52,14 +53,18 @@ def read_session(index: ResourceIndex, ref: SessionRef, options: ReadOptions) ->
     # data, records entered in error and resource types the adapter does not use are passed over.
     # A facet procedure with no patient cannot be attributed to anyone: it is checked too, rather
     # than silently billing the session without it.
-    for entry in [*mine, *(catalog.of_patient(UNATTRIBUTED) if patient != UNATTRIBUTED else [])]:
-        if entry.proc.status not in VOID_STATUSES:
-            access.use(entry.res)
-            access.use_all(entry.touched)
+    facts = patient_facts(index, patient)
+    if not facts.record_checked:
+        for entry in [*mine, *(catalog.of_patient(UNATTRIBUTED) if patient != UNATTRIBUTED else [])]:
+            if entry.proc.status not in VOID_STATUSES:
+                access.use(entry.res)
+                access.use_all(entry.touched)
     # The patient's key is `Patient/id`, or the fullUrl of a Patient without an id (a transaction's urn:uuid).
     patient_res = access.patient(patient)
-    record = PatientRecord(access, patient, date_of_service)
-    access.check_record(patient)
+    record = PatientRecord(access, patient, date_of_service, facts)
+    if not facts.record_checked:
+        access.check_record(patient)
+        facts.record_checked = True
 
     history = _history(mine, session_procs, date_of_service)
     encounter = session_encounter(access, record, session)
